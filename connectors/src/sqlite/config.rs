@@ -1,0 +1,59 @@
+//! Options of the `sqlite` sink.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{SinkContext, SinkError};
+
+/// `[[sinks]]` options for `kind = "sqlite"`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// The database file; relative to the data directory. Default `roost.db`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// SQLite's `synchronous` setting: `normal` (default; with WAL, safe against a crash of
+    /// Roost, not of the machine), `full` (also against power loss), `off`.
+    #[serde(default)]
+    pub synchronous: Synchronous,
+    /// How long a write waits for another writer's lock, in milliseconds. Default 5000.
+    #[serde(default = "default_busy_timeout_ms")]
+    pub busy_timeout_ms: u64,
+}
+
+/// SQLite's `PRAGMA synchronous` levels that make sense with WAL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Off,
+    #[default]
+    Normal,
+    Full,
+}
+
+fn default_busy_timeout_ms() -> u64 {
+    5000
+}
+
+impl SqliteConfig {
+    /// The database file this config names, resolved against the data directory.
+    pub fn file(&self, ctx: &SinkContext) -> PathBuf {
+        let path = self.path.clone().unwrap_or_else(|| PathBuf::from("roost.db"));
+        if path.is_absolute() {
+            path
+        } else {
+            ctx.data_dir.join(path)
+        }
+    }
+
+    /// Checks the options without opening the file.
+    pub fn validate(&self, _ctx: &SinkContext) -> Result<(), SinkError> {
+        if let Some(p) = &self.path {
+            if p.as_os_str().is_empty() || p.file_name().is_none() {
+                return Err(SinkError::Config(format!("sqlite sink: path {p:?} does not name a file")));
+            }
+        }
+        Ok(())
+    }
+}
