@@ -1,1 +1,21 @@
-//! placeholder
+//! `roost`: the server and its command line.
+//!
+//! - [`config`]: the layered settings (`default.toml` -> `--config` -> `ROOST__*` -> flags).
+//! - [`mqtt`]: the embedded `rmqtt` broker; the only module that names rmqtt types.
+//! - [`pipeline`]: ingest (topic filter -> pipeline) and the pipeline actors (processor).
+//! - [`sink`]: the sink actors (batching, retries, backpressure).
+//! - [`stats`]: the counters behind `/metrics` and `/api/v1/status`.
+//! - [`api`]: the admin HTTP API (actix-web).
+//! - [`datadir`]: the admin token, pid file and runtime file in the data directory.
+//! - [`server`]: wiring, serving and the ordered shutdown.
+//! - [`cli`]: `roost serve | status | stop | config check`.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod datadir;
+pub mod mqtt;
+pub mod pipeline;
+pub mod server;
+pub mod sink;
+pub mod stats;

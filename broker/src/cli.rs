@@ -1,0 +1,268 @@
+//! The `roost` command line: `serve`, `status`, `stop` and `config check`. Client commands find
+//! the running server through the data directory (its token and `runtime.json`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Overrides, Settings};
+use crate::datadir;
+use crate::stats::Status;
+
+#[derive(Debug, Parser)]
+#[command(name = "roost", version, about = "Roost: telemetry and commands for fleets of small devices")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// A TOML config file (layered over the built-in defaults, under ROOST__* variables).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The data directory (setting data_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: embedded MQTT broker, pipelines, sinks and the admin API.
+    Serve {
+        /// The MQTT listen address (setting mqtt.listen).
+        #[arg(long, value_name = "ADDR")]
+        mqtt_listen: Option<String>,
+        /// The admin API listen address (setting api.listen).
+        #[arg(long, value_name = "ADDR")]
+        api_listen: Option<String>,
+    },
+    /// Show the running server's listeners and counters.
+    Status {
+        /// Print the status document as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the running server (SIGTERM) and wait until it has flushed and exited.
+    Stop {
+        /// Seconds to wait for it to exit.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the effective settings, secrets masked.
+    Check,
+}
+
+impl Cli {
+    fn settings(&self, overrides: Overrides) -> Result<Settings> {
+        let overrides = Overrides { data_dir: self.global.data_dir.clone(), ..overrides };
+        Ok(Settings::load(self.global.config.as_deref(), &overrides)?)
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Serve { mqtt_listen, api_listen } => {
+            let settings = cli.settings(Overrides {
+                mqtt_listen: mqtt_listen.clone(),
+                api_listen: api_listen.clone(),
+                ..Overrides::default()
+            })?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(crate::server::serve(settings, stop_signal()))
+        }
+        Command::Status { json } => {
+            let settings = cli.settings(Overrides::default())?;
+            let status = fetch_status(&settings.data_dir, &settings)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", render_status(&status));
+            }
+            Ok(())
+        }
+        Command::Stop { timeout } => {
+            let settings = cli.settings(Overrides::default())?;
+            stop(&settings.data_dir, Duration::from_secs(*timeout))
+        }
+        Command::Config { command: ConfigCommand::Check } => {
+            let settings = cli.settings(Overrides::default())?;
+            println!("# configuration is valid; effective settings (secrets masked):");
+            print!("{}", settings.redacted());
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; stop roost with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn fetch_status(data_dir: &Path, settings: &Settings) -> Result<Status> {
+    let token = datadir::read_token(data_dir)?;
+    let api =
+        datadir::read_runtime(data_dir).map(|r| r.api).unwrap_or_else(|| settings.api.listen.to_string());
+    let url = format!("http://{api}/api/v1/status");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let resp = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach roost at {url}; is it running? (`roost serve`)"))?;
+        if !resp.status().is_success() {
+            let code = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            bail!("{url} answered {code}: {body}");
+        }
+        resp.json::<Status>().await.with_context(|| format!("reading the answer of {url}"))
+    })
+}
+
+/// The status as the table `roost status` prints.
+pub fn render_status(s: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "roost {}  pid {}  up {}", s.version, s.pid, human_duration(s.uptime_secs));
+    let _ = writeln!(out, "mqtt {}  api {}", s.listeners.mqtt, s.listeners.api);
+    let _ = writeln!(
+        out,
+        "connections {}  messages in {}  unrouted {}  refused {}",
+        s.connections, s.messages_in, s.messages_unrouted, s.messages_refused
+    );
+    let mut rows = vec![vec![
+        "PIPELINE".into(),
+        "TOPICS".into(),
+        "MESSAGES".into(),
+        "RECORDS".into(),
+        "ERRORS".into(),
+        "SINKS".into(),
+    ]];
+    for p in &s.pipelines {
+        rows.push(vec![
+            p.name.clone(),
+            p.topics.join(","),
+            p.messages.to_string(),
+            p.records.to_string(),
+            p.errors.to_string(),
+            p.sinks.join(","),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&table(&rows));
+    let mut rows =
+        vec![["SINK", "KIND", "WRITTEN", "BATCHES", "REJECTED", "FAILED", "BACKLOG", "LAST ERROR"]
+            .map(String::from)
+            .to_vec()];
+    for k in &s.sinks {
+        rows.push(vec![
+            k.name.clone(),
+            k.kind.clone(),
+            k.records_written.to_string(),
+            k.batches.to_string(),
+            k.records_rejected.to_string(),
+            k.records_failed.to_string(),
+            k.backlog.to_string(),
+            k.last_error.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&table(&rows));
+    out
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|v| v.chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> =
+            row.iter().enumerate().map(|(c, v)| format!("{v:<w$}", w = widths[c])).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+fn stop(data_dir: &Path, timeout: Duration) -> Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let Some(pid) = datadir::running_pid(data_dir) else {
+        bail!(
+            "roost is not running with data directory {} (no live pid in {})",
+            data_dir.display(),
+            datadir::PID_FILE
+        );
+    };
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM)
+        .with_context(|| format!("signalling roost (pid {pid})"))?;
+    eprintln!("stopping roost (pid {pid})...");
+    let until = Instant::now() + timeout;
+    while datadir::process_alive(pid) {
+        if Instant::now() >= until {
+            bail!(
+                "roost (pid {pid}) is still running after {}s; it may still be flushing",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("roost (pid {pid}) stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_a_person_would_say_them() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(192), "3m12s");
+        assert_eq!(human_duration(7300), "2h1m");
+        assert_eq!(human_duration(90000), "1d1h");
+    }
+
+    #[test]
+    fn table_pads_columns() {
+        let rows = vec![vec!["A".to_string(), "BB".to_string()], vec!["ccc".to_string(), "d".to_string()]];
+        assert_eq!(table(&rows), "A    BB\nccc  d\n");
+    }
+}

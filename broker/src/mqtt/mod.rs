@@ -1,0 +1,186 @@
+//! The embedded MQTT broker: `rmqtt` as a library. Every rmqtt type stays inside this module, so
+//! the broker can be swapped without touching the rest of Roost.
+//!
+//! Ingest happens in rmqtt's `MessagePublishCheckAcl` hook, which runs for every PUBLISH from a
+//! client after `MessagePublish` and before the PUBACK: the hook decides whether the publish is
+//! allowed and, if so, awaits [`Ingest::accept`] there. So only allowed messages are ingested, a
+//! QoS 1 PUBACK is sent only once the message is queued in every matching pipeline, and a full
+//! pipeline slows the publisher down. (`MessagePublish` itself runs before the ACL check, which is
+//! why ingest does not use it.)
+//!
+//! rmqtt has no graceful-shutdown call: [`Broker::stop`] stops accepting connections by aborting
+//! the listener task, then kicks every session.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rmqtt::context::ServerContext;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
+use rmqtt::net::Builder;
+use rmqtt::server::MqttServer;
+use rmqtt::types::PublishAclResult;
+use roost_core::{envelope, topic, Message};
+use thiserror::Error;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::pipeline::Ingest;
+use crate::stats::Stats;
+
+/// The listener's settings, as the rest of Roost knows them.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub listen: SocketAddr,
+    pub allow_anonymous: bool,
+    pub max_packet_size: u32,
+    pub max_inflight: u16,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Error)]
+pub enum MqttError {
+    #[error("cannot listen on {addr} (setting mqtt.listen): {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running embedded broker.
+pub struct Broker {
+    scx: ServerContext,
+    server: JoinHandle<()>,
+    local_addr: SocketAddr,
+}
+
+impl Broker {
+    /// Binds the listener, installs the hooks and starts serving.
+    pub async fn start(
+        cfg: ListenerConfig,
+        ingest: Arc<Ingest>,
+        stats: Arc<Stats>,
+    ) -> Result<Broker, MqttError> {
+        let bind_err = |e: rmqtt::Error| MqttError::Bind {
+            addr: cfg.listen,
+            source: match e.downcast::<std::io::Error>() {
+                Ok(io) => io,
+                Err(other) => std::io::Error::other(other.to_string()),
+            },
+        };
+        let listener = Builder::new()
+            .name("roost/tcp")
+            .laddr(cfg.listen)
+            .allow_anonymous(cfg.allow_anonymous)
+            .max_packet_size(cfg.max_packet_size)
+            .max_inflight(NonZeroU16::new(cfg.max_inflight).unwrap_or(NonZeroU16::MIN))
+            .max_connections(cfg.max_connections)
+            .nodelay(true)
+            .bind()
+            .map_err(bind_err)?;
+        let local_addr = listener.local_addr().map_err(bind_err)?;
+        let listener = listener.tcp().map_err(bind_err)?;
+
+        let scx = ServerContext::new().build().await;
+        let register = scx.extends.hook_mgr().register();
+        let hooks = Hooks(Arc::new(HookState { ingest, stats }));
+        register.add(Type::MessagePublishCheckAcl, Box::new(hooks.clone())).await;
+        register.add(Type::ClientConnected, Box::new(hooks.clone())).await;
+        register.add(Type::ClientDisconnected, Box::new(hooks)).await;
+        register.start().await;
+
+        // rmqtt keys listeners by port; with port 0 the key would be 0, so give it one.
+        let server = MqttServer::new(scx.clone()).listener_by_id(listener, 1).build();
+        let server = tokio::spawn(async move {
+            if let Err(e) = server.run().await {
+                warn!(error = %e, "mqtt server stopped");
+            }
+        });
+        info!(addr = %local_addr, anonymous = cfg.allow_anonymous, "mqtt listening");
+        Ok(Broker { scx, server, local_addr })
+    }
+
+    /// The address the listener is bound to (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting connections and disconnects every client, waiting up to `timeout`.
+    pub async fn stop(&self, timeout: Duration) {
+        self.server.abort();
+        let ids: Vec<_> = { self.scx.extends.shared().await.iter().map(|e| e.id()).collect() };
+        let kicks = ids.into_iter().map(|id| {
+            let scx = self.scx.clone();
+            async move {
+                let entry = { scx.extends.shared().await.entry(id) };
+                if let Ok(mut locked) = entry.try_lock().await {
+                    let _ = locked.kick(true, true, true).await;
+                }
+            }
+        });
+        if tokio::time::timeout(timeout, futures::future::join_all(kicks)).await.is_err() {
+            warn!("some mqtt sessions did not disconnect in time");
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+#[derive(Clone)]
+struct Hooks(Arc<HookState>);
+
+struct HookState {
+    ingest: Arc<Ingest>,
+    stats: Arc<Stats>,
+}
+
+#[async_trait]
+impl Handler for Hooks {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        match param {
+            Parameter::MessagePublishCheckAcl(session, publish) => {
+                let topic_name: &str = &publish.topic;
+                let client_id: &str = &session.id.client_id;
+                let device = match topic::device_topic(topic_name) {
+                    Some((d, _)) => d.to_owned(),
+                    None => client_id.to_owned(),
+                };
+                let user_properties = publish
+                    .properties
+                    .as_ref()
+                    .map(|p| p.user_properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+                    .unwrap_or_default();
+                let msg = Message {
+                    topic: topic_name.to_owned(),
+                    client_id: client_id.to_owned(),
+                    device,
+                    payload: publish.payload.to_vec(),
+                    received_at: envelope::now_ns(),
+                    qos: publish.qos as u8,
+                    retain: publish.retain,
+                    user_properties,
+                };
+                match self.0.ingest.accept(msg).await {
+                    Ok(()) => (true, acc),
+                    Err(_closed) => {
+                        let refused = PublishAclResult::rejected(true, Some("server shutting down".into()));
+                        (false, Some(HookResult::PublishAclResult(refused)))
+                    }
+                }
+            }
+            Parameter::ClientConnected(_) => {
+                self.0.stats.connections.fetch_add(1, Relaxed);
+                (true, acc)
+            }
+            Parameter::ClientDisconnected(..) => {
+                self.0.stats.connections.fetch_sub(1, Relaxed);
+                (true, acc)
+            }
+            _ => (true, acc),
+        }
+    }
+}

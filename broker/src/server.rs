@@ -1,0 +1,165 @@
+//! `roost serve`: wires the actors downstream first (sinks, then pipelines, then the broker's
+//! ingest), serves until a stop signal, then shuts down in order: stop accepting MQTT
+//! connections, disconnect clients, close ingest, let the pipelines drain into the sinks, let the
+//! sinks flush, stop the API. What a publisher got a PUBACK for is in the database after a clean
+//! stop; if the sinks cannot flush within `shutdown_timeout_secs`, Roost says how many records it
+//! could not write and exits non-zero.
+
+use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use roost_connectors::SinkContext;
+use roost_processors::JsonMapping;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::api::{self, ApiState};
+use crate::config::Settings;
+use crate::datadir;
+use crate::mqtt::{Broker, ListenerConfig};
+use crate::pipeline::{self, PipelineActor};
+use crate::sink::SinkActor;
+use crate::stats::{SinkStatus, Stats};
+
+/// Runs the server until `stop` resolves, then shuts down cleanly.
+pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result<()> {
+    let started = Instant::now();
+    let data_dir = settings.data_dir.clone();
+    datadir::ensure(&data_dir)?;
+    let _pid = datadir::write_pid(&data_dir)?;
+    let (token, created) = datadir::admin_token(&data_dir)?;
+    if created {
+        info!(path = %data_dir.join(datadir::TOKEN_FILE).display(), "wrote a new admin token");
+    }
+
+    let stats = Arc::new(Stats::default());
+    let actors = TaskTracker::new();
+    let stop_intake = CancellationToken::new();
+    let give_up = CancellationToken::new();
+
+    // Sinks first, so every pipeline sends to a live mailbox.
+    let ctx = SinkContext { data_dir: data_dir.clone() };
+    let mut sink_handles = Vec::new();
+    let mut sink_stats = Vec::new();
+    for spec in settings.sink_specs()? {
+        let sink = roost_connectors::open(&spec.kind, &spec.options, &ctx)
+            .await
+            .with_context(|| format!("opening sink {:?} ({})", spec.name, spec.kind))?;
+        let (actor, handle) = SinkActor::new(
+            &spec.name,
+            sink,
+            spec.batch_size,
+            Duration::from_millis(spec.linger_ms),
+            give_up.clone(),
+        );
+        sink_stats.push(actor.stats());
+        sink_handles.push(handle);
+        actors.spawn(actor.run());
+        info!(sink = %spec.name, kind = %spec.kind, batch_size = spec.batch_size, linger_ms = spec.linger_ms, "sink ready");
+    }
+
+    // Then pipelines.
+    let mut routes = Vec::new();
+    let mut pipeline_info = Vec::new();
+    for p in settings.pipeline_specs()? {
+        let sinks: Vec<_> = sink_handles.iter().filter(|h| p.sinks.contains(&h.name)).cloned().collect();
+        if sinks.is_empty() {
+            warn!(pipeline = %p.name, "pipeline has no sinks: its records are counted and dropped");
+        }
+        let (actor, tx) =
+            PipelineActor::new(&p.name, Box::new(JsonMapping::default()), sinks, stop_intake.clone());
+        pipeline_info.push((actor.stats(), p.topics.clone(), p.sinks.clone()));
+        routes.push((p.topics.clone(), tx));
+        actors.spawn(actor.run());
+        info!(pipeline = %p.name, topics = ?p.topics, sinks = ?p.sinks, "pipeline ready");
+    }
+    // The pipelines hold the only sink senders now: when they finish, the sinks flush and stop.
+    drop(sink_handles);
+    actors.close();
+
+    let state = Arc::new(ApiState {
+        token,
+        started,
+        mqtt_addr: OnceLock::new(),
+        api_addr: OnceLock::new(),
+        stats: stats.clone(),
+        pipelines: pipeline_info,
+        sinks: sink_stats.clone(),
+    });
+    let (api_addr, api) = api::start(settings.api.listen, state.clone())
+        .map_err(|e| anyhow!("cannot listen on {} (setting api.listen): {e}", settings.api.listen))?;
+    info!(addr = %api_addr, "admin api listening");
+
+    // Then the broker, whose hooks feed the pipelines.
+    if settings.mqtt.allow_anonymous == Some(true) && !settings.mqtt.listen.ip().is_loopback() {
+        warn!(listen = %settings.mqtt.listen, "mqtt.allow_anonymous = true on a non-loopback listener: anyone who can reach it can publish");
+    }
+    let ingest = Arc::new(pipeline::ingest(routes, stats.clone()));
+    let broker = Broker::start(
+        ListenerConfig {
+            listen: settings.mqtt.listen,
+            allow_anonymous: settings.mqtt.anonymous_allowed(),
+            max_packet_size: settings.mqtt.max_packet_size,
+            max_inflight: settings.mqtt.max_inflight,
+            max_connections: settings.mqtt.max_connections,
+        },
+        ingest,
+        stats.clone(),
+    )
+    .await?;
+    let _ = state.mqtt_addr.set(broker.local_addr());
+    datadir::write_runtime(
+        &data_dir,
+        &datadir::Runtime {
+            pid: std::process::id(),
+            mqtt: broker.local_addr().to_string(),
+            api: api_addr.to_string(),
+        },
+    )?;
+    info!(mqtt = %broker.local_addr(), api = %api_addr, data_dir = %data_dir.display(), "roost ready");
+
+    stop.await;
+
+    // Shutdown, in order, within the deadline.
+    let deadline = Instant::now() + Duration::from_secs(settings.shutdown_timeout_secs);
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    let failed = || sink_stats.iter().map(|s| s.records_failed.load(Relaxed)).sum::<u64>();
+    let failed_before = failed();
+    info!(
+        timeout_secs = settings.shutdown_timeout_secs,
+        "stopping: closing mqtt listener and disconnecting clients"
+    );
+    broker.stop(remaining().min(Duration::from_secs(5))).await;
+    stop_intake.cancel();
+    info!("draining pipelines and flushing sinks");
+    let drained = tokio::time::timeout(remaining(), actors.wait()).await.is_ok();
+    if !drained {
+        give_up.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), actors.wait()).await;
+    }
+    api.stop(true).await;
+    drop(broker);
+
+    let lost = failed() - failed_before + sink_stats.iter().map(|s| s.backlog()).sum::<u64>();
+    if !drained || lost > 0 {
+        for s in
+            sink_stats.iter().filter(|s| s.backlog() > 0 || s.last_error.lock().is_ok_and(|e| e.is_some()))
+        {
+            error!(sink = %s.name, backlog = s.backlog(), last_error = ?SinkStatus::of(s).last_error, "sink did not flush before stop");
+        }
+        bail!(
+            "stopped with {lost} records not written (shutdown_timeout_secs = {})",
+            settings.shutdown_timeout_secs
+        );
+    }
+    info!(
+        messages = stats.messages_in.load(Relaxed),
+        written = sink_stats.iter().map(|s| s.records_written.load(Relaxed)).sum::<u64>(),
+        "roost stopped cleanly"
+    );
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! Counters shared by the actors, read by the admin API: `/metrics` renders them as Prometheus
+//! text and `/api/v1/status` as JSON, so both always agree.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Server-wide counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// MQTT connections open now.
+    pub connections: AtomicI64,
+    /// PUBLISHes the broker accepted.
+    pub messages_in: AtomicU64,
+    /// Accepted messages that no pipeline's topic filter matched.
+    pub messages_unrouted: AtomicU64,
+    /// PUBLISHes refused because Roost was stopping.
+    pub messages_refused: AtomicU64,
+}
+
+/// One pipeline's counters.
+#[derive(Debug)]
+pub struct PipelineStats {
+    pub name: String,
+    pub messages: AtomicU64,
+    pub records: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// One sink's counters.
+#[derive(Debug)]
+pub struct SinkStats {
+    pub name: String,
+    pub kind: String,
+    /// Records handed to the sink.
+    pub records_in: AtomicU64,
+    pub records_written: AtomicU64,
+    /// Records the database refused for good (bad name, bad value).
+    pub records_rejected: AtomicU64,
+    /// Records that could not be written and were given up on (at a stop deadline, or a
+    /// configuration error).
+    pub records_failed: AtomicU64,
+    pub batches: AtomicU64,
+    /// Failed write attempts (each retried or given up on).
+    pub write_errors: AtomicU64,
+    /// Total time spent in successful writes, in microseconds.
+    pub write_micros: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl PipelineStats {
+    pub fn new(name: &str) -> Self {
+        PipelineStats { name: name.into(), messages: zero(), records: zero(), errors: zero() }
+    }
+}
+
+impl SinkStats {
+    pub fn new(name: &str, kind: &str) -> Self {
+        SinkStats {
+            name: name.into(),
+            kind: kind.into(),
+            records_in: zero(),
+            records_written: zero(),
+            records_rejected: zero(),
+            records_failed: zero(),
+            batches: zero(),
+            write_errors: zero(),
+            write_micros: zero(),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Records handed to the sink and not yet written, rejected or given up on.
+    pub fn backlog(&self) -> u64 {
+        let done = self.records_written.load(Relaxed)
+            + self.records_rejected.load(Relaxed)
+            + self.records_failed.load(Relaxed);
+        self.records_in.load(Relaxed).saturating_sub(done)
+    }
+
+    pub fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+}
+
+fn zero() -> AtomicU64 {
+    AtomicU64::new(0)
+}
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub listeners: Listeners,
+    pub connections: i64,
+    pub messages_in: u64,
+    pub messages_unrouted: u64,
+    pub messages_refused: u64,
+    pub pipelines: Vec<PipelineStatus>,
+    pub sinks: Vec<SinkStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Listeners {
+    pub mqtt: String,
+    pub api: String,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PipelineStatus {
+    pub name: String,
+    pub topics: Vec<String>,
+    pub sinks: Vec<String>,
+    pub messages: u64,
+    pub records: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SinkStatus {
+    pub name: String,
+    pub kind: String,
+    pub records_written: u64,
+    pub records_rejected: u64,
+    pub records_failed: u64,
+    pub batches: u64,
+    pub write_errors: u64,
+    pub backlog: u64,
+    pub last_error: Option<String>,
+}
+
+impl SinkStatus {
+    pub fn of(s: &SinkStats) -> Self {
+        SinkStatus {
+            name: s.name.clone(),
+            kind: s.kind.clone(),
+            records_written: s.records_written.load(Relaxed),
+            records_rejected: s.records_rejected.load(Relaxed),
+            records_failed: s.records_failed.load(Relaxed),
+            batches: s.batches.load(Relaxed),
+            write_errors: s.write_errors.load(Relaxed),
+            backlog: s.backlog(),
+            last_error: s.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+}
+
+/// Renders the counters in the Prometheus text exposition format.
+pub fn prometheus(
+    stats: &Stats,
+    pipelines: &[&PipelineStats],
+    sinks: &[&SinkStats],
+    uptime: Duration,
+) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let one = |v: f64| vec![(String::new(), v)];
+    metric("roost_uptime_seconds", "gauge", "Seconds since Roost started.", &one(uptime.as_secs_f64()));
+    metric(
+        "roost_mqtt_connections",
+        "gauge",
+        "Open MQTT connections.",
+        &one(stats.connections.load(Relaxed) as f64),
+    );
+    metric(
+        "roost_messages_in_total",
+        "counter",
+        "PUBLISHes accepted by the broker.",
+        &one(stats.messages_in.load(Relaxed) as f64),
+    );
+    metric(
+        "roost_messages_unrouted_total",
+        "counter",
+        "Accepted messages no pipeline matched.",
+        &one(stats.messages_unrouted.load(Relaxed) as f64),
+    );
+    metric(
+        "roost_messages_refused_total",
+        "counter",
+        "PUBLISHes refused because Roost was stopping.",
+        &one(stats.messages_refused.load(Relaxed) as f64),
+    );
+    let per_pipeline = |f: fn(&PipelineStats) -> u64| -> Vec<(String, f64)> {
+        pipelines.iter().map(|p| (format!("{{pipeline=\"{}\"}}", escape(&p.name)), f(p) as f64)).collect()
+    };
+    metric(
+        "roost_pipeline_messages_total",
+        "counter",
+        "Messages a pipeline processed.",
+        &per_pipeline(|p| p.messages.load(Relaxed)),
+    );
+    metric(
+        "roost_pipeline_records_total",
+        "counter",
+        "Records a pipeline produced.",
+        &per_pipeline(|p| p.records.load(Relaxed)),
+    );
+    metric(
+        "roost_pipeline_mapping_errors_total",
+        "counter",
+        "Messages a pipeline could not map to records.",
+        &per_pipeline(|p| p.errors.load(Relaxed)),
+    );
+    let per_sink = |f: fn(&SinkStats) -> u64| -> Vec<(String, f64)> {
+        sinks
+            .iter()
+            .map(|s| (format!("{{sink=\"{}\",kind=\"{}\"}}", escape(&s.name), escape(&s.kind)), f(s) as f64))
+            .collect()
+    };
+    metric(
+        "roost_sink_records_written_total",
+        "counter",
+        "Records a sink wrote.",
+        &per_sink(|s| s.records_written.load(Relaxed)),
+    );
+    metric(
+        "roost_sink_batches_total",
+        "counter",
+        "Batches a sink wrote.",
+        &per_sink(|s| s.batches.load(Relaxed)),
+    );
+    metric(
+        "roost_sink_records_rejected_total",
+        "counter",
+        "Records a database refused for good.",
+        &per_sink(|s| s.records_rejected.load(Relaxed)),
+    );
+    metric(
+        "roost_sink_records_failed_total",
+        "counter",
+        "Records given up on without being written.",
+        &per_sink(|s| s.records_failed.load(Relaxed)),
+    );
+    metric(
+        "roost_sink_write_errors_total",
+        "counter",
+        "Failed write attempts.",
+        &per_sink(|s| s.write_errors.load(Relaxed)),
+    );
+    metric(
+        "roost_sink_write_seconds_total",
+        "counter",
+        "Time spent in successful writes.",
+        &sinks
+            .iter()
+            .map(|s| {
+                (
+                    format!("{{sink=\"{}\",kind=\"{}\"}}", escape(&s.name), escape(&s.kind)),
+                    s.write_micros.load(Relaxed) as f64 / 1e6,
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "roost_sink_backlog_records",
+        "gauge",
+        "Records waiting to be written.",
+        &per_sink(SinkStats::backlog),
+    );
+    out
+}
+
+/// Escapes a Prometheus label value.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Lets through at most `burst` events per `window`, and says how many it held back.
+#[derive(Debug)]
+pub struct RateLimit {
+    window: Duration,
+    burst: u32,
+    state: Mutex<(Instant, u32, u64)>,
+}
+
+impl RateLimit {
+    pub fn new(burst: u32, window: Duration) -> Self {
+        RateLimit { window, burst, state: Mutex::new((Instant::now(), 0, 0)) }
+    }
+
+    /// `Some(suppressed_since_last)` if this event may be logged, `None` if it is held back.
+    pub fn check(&self) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if now.duration_since(s.0) >= self.window {
+            s.0 = now;
+            s.1 = 0;
+        }
+        if s.1 < self.burst {
+            s.1 += 1;
+            Some(std::mem::take(&mut s.2))
+        } else {
+            s.2 += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_holds_back_and_reports() {
+        let rl = RateLimit::new(2, Duration::from_secs(3600));
+        assert_eq!(rl.check(), Some(0));
+        assert_eq!(rl.check(), Some(0));
+        assert_eq!(rl.check(), None);
+        assert_eq!(rl.check(), None);
+        let rl = RateLimit::new(1, Duration::ZERO);
+        assert_eq!(rl.check(), Some(0));
+    }
+
+    #[test]
+    fn prometheus_text_has_labels_and_values() {
+        let stats = Stats::default();
+        stats.messages_in.store(7, Relaxed);
+        let p = PipelineStats::new("default");
+        p.errors.store(2, Relaxed);
+        let s = SinkStats::new("db\"1", "sqlite");
+        s.records_in.store(10, Relaxed);
+        s.records_written.store(4, Relaxed);
+        let text = prometheus(&stats, &[&p], &[&s], Duration::from_secs(1));
+        assert!(text.contains("roost_messages_in_total 7\n"), "{text}");
+        assert!(text.contains("roost_pipeline_mapping_errors_total{pipeline=\"default\"} 2\n"));
+        assert!(text.contains("roost_sink_records_written_total{sink=\"db\\\"1\",kind=\"sqlite\"} 4\n"));
+        assert!(text.contains("roost_sink_backlog_records{sink=\"db\\\"1\",kind=\"sqlite\"} 6\n"));
+    }
+}
