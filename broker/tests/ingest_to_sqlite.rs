@@ -191,3 +191,45 @@ async fn restart_on_the_same_data_dir_keeps_data_and_takes_more() {
     let extra: i64 = conn.query_row("SELECT extra FROM m WHERE i = 200", [], |r| r.get(0)).unwrap();
     assert_eq!(extra, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_clients_publish_keeps_every_acknowledged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let roost = Roost::start(dir.path(), None);
+    let publishers: Vec<_> = (0..3)
+        .map(|c| {
+            tokio::spawn(common::publish_until_disconnected(
+                roost.mqtt,
+                format!("busy-{c}"),
+                format!("devices/busy-{c}/env"),
+            ))
+        })
+        .collect();
+    roost.wait_status("traffic flowing", |s| s["messages_in"].as_u64().unwrap() > 3000).await;
+    let db_path = roost.dir.join("roost.db");
+    let status = roost.stop();
+    assert!(status.success(), "roost exit: {status}");
+
+    let conn = rusqlite::Connection::open(db_path).unwrap();
+    let mut total_acked = 0;
+    for (c, publisher) in publishers.into_iter().enumerate() {
+        let acked = publisher.await.unwrap();
+        assert!(!acked.is_empty(), "publisher {c} got no PUBACK");
+        total_acked += acked.len();
+        let stored: std::collections::HashSet<u64> = conn
+            .prepare("SELECT seq FROM env WHERE device = ?1")
+            .unwrap()
+            .query_map([format!("busy-{c}")], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .map(|s| s.unwrap() as u64)
+            .collect();
+        let missing: Vec<u64> = acked.iter().copied().filter(|s| !stored.contains(s)).collect();
+        assert!(
+            missing.is_empty(),
+            "publisher {c}: {} acknowledged messages missing, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
+    assert!(total_acked > 3000);
+}

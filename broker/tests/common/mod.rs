@@ -201,3 +201,41 @@ pub fn mosquitto_pub(addr: SocketAddr, args: &[&str], stdin: &str) {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "mosquitto_pub {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Publishes `{"seq": n}` to `topic` at QoS 1, n = 0, 1, 2, ..., until the connection drops.
+/// Returns the seqs the broker acknowledged with a PUBACK.
+pub async fn publish_until_disconnected(addr: SocketAddr, client_id: String, topic: String) -> Vec<u64> {
+    use std::collections::HashMap;
+    let mut opts = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    opts.set_inflight(50);
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let sender = tokio::spawn(async move {
+        for seq in 0u64..10_000_000 {
+            let payload = format!("{{\"seq\":{seq}}}");
+            if client.publish(topic.clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
+                break;
+            }
+        }
+    });
+    // rumqttc sends publishes in the order they were requested: the n-th outgoing PUBLISH is seq n.
+    let mut next_seq = 0u64;
+    let mut by_pkid: HashMap<u16, u64> = HashMap::new();
+    let mut acked = Vec::new();
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                by_pkid.insert(pkid, next_seq);
+                next_seq += 1;
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                if let Some(seq) = by_pkid.remove(&ack.pkid) {
+                    acked.push(seq);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    sender.abort();
+    acked
+}
