@@ -229,12 +229,13 @@ impl Settings {
             (&mut value, self.sink_specs(), self.pipeline_specs())
         {
             let sinks = sinks.into_iter().map(|s| {
+                let options = roost_connectors::effective_options(&s.kind, &s.options).unwrap_or(s.options);
                 let mut table = Map::new();
                 table.insert("name".into(), s.name.into());
                 table.insert("kind".into(), s.kind.into());
                 table.insert("batch_size".into(), s.batch_size.into());
                 table.insert("linger_ms".into(), s.linger_ms.into());
-                if let Value::Object(options) = s.options {
+                if let Value::Object(options) = options {
                     table.extend(options);
                 }
                 Value::Object(table)

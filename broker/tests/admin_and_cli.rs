@@ -37,7 +37,13 @@ async fn api_requires_the_token_and_status_counters_match_what_was_published() {
     publish_all(roost.mqtt, "api-test", vec![("devices/a/env".into(), b"oops".to_vec())]).await;
     publish_all(roost.mqtt, "api-test", vec![("elsewhere/x".into(), b"{}".to_vec())]).await;
 
-    let s = roost.wait_status("records written", |s| s["sinks"][0]["records_written"] == 300).await;
+    let s = roost
+        .wait_status("everything processed and clients gone", |s| {
+            s["sinks"][0]["records_written"] == 300
+                && s["pipelines"][0]["messages"] == 301
+                && s["connections"] == 0
+        })
+        .await;
     assert_eq!(s["messages_in"], 302);
     assert_eq!(s["messages_unrouted"], 1);
     assert_eq!(s["pipelines"][0]["name"], "default");

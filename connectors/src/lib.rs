@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use roost_core::Record;
 use thiserror::Error;
 
-pub use registry::{open, validate, SinkContext, KINDS};
+pub use registry::{effective_options, open, validate, SinkContext, KINDS};
 
 /// Why a sink could not be built or a batch could not be written.
 #[derive(Debug, Error)]

@@ -32,6 +32,17 @@ pub fn validate(kind: &str, options: &Value, ctx: &SinkContext) -> Result<(), Si
     }
 }
 
+/// The sink's options with every default filled in, as `roost config check` shows them.
+pub fn effective_options(kind: &str, options: &Value) -> Result<Value, SinkError> {
+    let to_value =
+        |r: Result<Value, serde_json::Error>| r.map_err(|e| SinkError::Config(format!("{kind} sink: {e}")));
+    match kind {
+        #[cfg(feature = "sqlite")]
+        "sqlite" => to_value(serde_json::to_value(parse::<crate::sqlite::SqliteConfig>(kind, options)?)),
+        _ => Err(unknown_kind(kind)),
+    }
+}
+
 /// Builds and connects a sink of `kind` from its options.
 pub async fn open(kind: &str, options: &Value, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
     match kind {

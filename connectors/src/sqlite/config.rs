@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 use crate::{SinkContext, SinkError};
 
 /// `[[sinks]]` options for `kind = "sqlite"`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqliteConfig {
     /// The database file; relative to the data directory. Default `roost.db`.
-    #[serde(default)]
-    pub path: Option<PathBuf>,
+    #[serde(default = "default_path")]
+    pub path: PathBuf,
     /// SQLite's `synchronous` setting: `normal` (default; with WAL, safe against a crash of
     /// Roost, not of the machine), `full` (also against power loss), `off`.
     #[serde(default)]
@@ -32,27 +32,39 @@ pub enum Synchronous {
     Full,
 }
 
+fn default_path() -> PathBuf {
+    PathBuf::from("roost.db")
+}
+
 fn default_busy_timeout_ms() -> u64 {
     5000
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            path: default_path(),
+            synchronous: Synchronous::default(),
+            busy_timeout_ms: default_busy_timeout_ms(),
+        }
+    }
 }
 
 impl SqliteConfig {
     /// The database file this config names, resolved against the data directory.
     pub fn file(&self, ctx: &SinkContext) -> PathBuf {
-        let path = self.path.clone().unwrap_or_else(|| PathBuf::from("roost.db"));
-        if path.is_absolute() {
-            path
+        if self.path.is_absolute() {
+            self.path.clone()
         } else {
-            ctx.data_dir.join(path)
+            ctx.data_dir.join(&self.path)
         }
     }
 
     /// Checks the options without opening the file.
     pub fn validate(&self, _ctx: &SinkContext) -> Result<(), SinkError> {
-        if let Some(p) = &self.path {
-            if p.as_os_str().is_empty() || p.file_name().is_none() {
-                return Err(SinkError::Config(format!("sqlite sink: path {p:?} does not name a file")));
-            }
+        let p = &self.path;
+        if p.as_os_str().is_empty() || p.file_name().is_none() {
+            return Err(SinkError::Config(format!("sqlite sink: path {p:?} does not name a file")));
         }
         Ok(())
     }

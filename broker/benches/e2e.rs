@@ -1,0 +1,177 @@
+//! `make bench`: end-to-end throughput of the real `roost` binary.
+//!
+//! Starts `roost serve` (release build) on free ports with a temporary data directory, publishes
+//! from 8 concurrent rumqttc clients at QoS 1 (MQTT 3.1.1, 100 in flight each) with 100-byte JSON
+//! payloads, and prints:
+//! - end to end: messages/s from the first publish until every row is committed in SQLite;
+//! - broker only: the same load through a pipeline with no sink (MQTT + ingest + JSON mapping).
+//!
+//! `ROOST_BENCH_MESSAGES` sets the message count per run (default 400000).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+
+const CLIENTS: usize = 8;
+
+struct Server {
+    child: Child,
+    mqtt: SocketAddr,
+    api: SocketAddr,
+    token: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path, config: &str) -> Server {
+    let file = dir.join("bench.toml");
+    std::fs::write(&file, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
+        .arg("--config")
+        .arg(&file)
+        .args(["serve", "--mqtt-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("ROOST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(bytes) = std::fs::read(dir.join("runtime.json")) {
+            let rt: Value = serde_json::from_slice(&bytes).unwrap();
+            return Server {
+                child,
+                mqtt: rt["mqtt"].as_str().unwrap().parse().unwrap(),
+                api: rt["api"].as_str().unwrap().parse().unwrap(),
+                token: std::fs::read_to_string(dir.join("admin.token")).unwrap().trim().into(),
+            };
+        }
+        if Instant::now() > until || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("roost did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn status(server: &Server, http: &reqwest::Client) -> Value {
+    let url = format!("http://{}/api/v1/status", server.api);
+    http.get(url).bearer_auth(&server.token).send().await.unwrap().json().await.unwrap()
+}
+
+/// A JSON payload of exactly 100 bytes.
+fn payload(client: usize, seq: u64) -> Vec<u8> {
+    let mut p = format!(
+        r#"{{"seq":{seq},"client":{client},"temp":21.53,"hum":40.2,"pressure":1013.25,"ok":true,"label":""#
+    );
+    while p.len() < 98 {
+        p.push('x');
+    }
+    p.push_str("\"}");
+    assert_eq!(p.len(), 100);
+    p.into_bytes()
+}
+
+/// Publishes `per_client` messages from each of `CLIENTS` clients; returns when all are acked.
+async fn publish(addr: SocketAddr, per_client: u64) -> Duration {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        tasks.push(tokio::spawn(async move {
+            let mut opts = MqttOptions::new(format!("bench-{c}"), addr.ip().to_string(), addr.port());
+            opts.set_inflight(100);
+            opts.set_keep_alive(Duration::from_secs(60));
+            let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+            let topic = format!("devices/bench-{c}/env");
+            let sender = tokio::spawn(async move {
+                for seq in 0..per_client {
+                    client.publish(topic.as_str(), QoS::AtLeastOnce, false, payload(c, seq)).await.unwrap();
+                }
+                client
+            });
+            let mut acked = 0;
+            while acked < per_client {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                    Ok(_) => {}
+                    Err(e) => panic!("client {c}: {e}"),
+                }
+            }
+            let client = sender.await.unwrap();
+            let _ = client.disconnect().await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    started.elapsed()
+}
+
+fn main() {
+    let total: u64 =
+        std::env::var("ROOST_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(400_000);
+    let per_client = total / CLIENTS as u64;
+    let total = per_client * CLIENTS as u64;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let http = reqwest::Client::new();
+    println!("roost end-to-end benchmark: {CLIENTS} clients, QoS 1, 100-byte JSON, {total} messages per run");
+
+    rt.block_on(async {
+        // Broker only: ingest + JSON mapping, no sink.
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(
+            dir.path(),
+            "[[pipelines]]\nname = \"nosink\"\ntopics = [\"devices/#\"]\nsinks = []\n",
+        );
+        let acked = publish(server.mqtt, per_client).await;
+        loop {
+            let s = status(&server, &http).await;
+            if s["pipelines"][0]["messages"].as_u64() == Some(total) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        println!(
+            "broker only (pipeline, no sink): {:>9.0} msg/s  ({total} acked in {:.2}s)",
+            total as f64 / acked.as_secs_f64(),
+            acked.as_secs_f64()
+        );
+        drop(server);
+
+        // End to end into SQLite.
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path(), "");
+        let started = Instant::now();
+        let acked = publish(server.mqtt, per_client).await;
+        loop {
+            let s = status(&server, &http).await;
+            if s["sinks"][0]["records_written"].as_u64() == Some(total) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let committed = started.elapsed();
+        let rows: i64 = rusqlite::Connection::open(dir.path().join("roost.db"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM env", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows as u64, total, "rows in SQLite");
+        println!(
+            "end to end into sqlite:          {:>9.0} msg/s  ({total} rows committed in {:.2}s; publishers acked in {:.2}s)",
+            total as f64 / committed.as_secs_f64(),
+            committed.as_secs_f64(),
+            acked.as_secs_f64()
+        );
+    });
+}
