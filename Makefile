@@ -9,8 +9,8 @@ run:
 
 ## Install and start what the tests need (idempotent), then run every test.
 test: services
+	$(CARGO) test --workspace --doc --quiet
 	$(CARGO) nextest run --workspace --no-fail-fast
-	$(CARGO) test --workspace --doc
 
 ## Formatting and lints, warnings as errors.
 lint:
