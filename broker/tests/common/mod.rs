@@ -25,10 +25,15 @@ pub struct Roost {
 impl Roost {
     /// Starts `roost serve` on free ports with `dir` as its data directory and optional config.
     pub fn start(dir: &Path, config: Option<&str>) -> Roost {
-        Self::try_start(dir, config).unwrap_or_else(|e| panic!("{e}"))
+        Self::start_with(dir, config, "127.0.0.1:0")
     }
 
-    pub fn try_start(dir: &Path, config: Option<&str>) -> Result<Roost, String> {
+    /// Like [`Roost::start`], with the MQTT listener on `mqtt_listen`.
+    pub fn start_with(dir: &Path, config: Option<&str>, mqtt_listen: &str) -> Roost {
+        Self::try_start(dir, config, mqtt_listen).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_start(dir: &Path, config: Option<&str>, mqtt_listen: &str) -> Result<Roost, String> {
         std::fs::create_dir_all(dir).unwrap();
         let mut cmd = Command::new(ROOST);
         if let Some(text) = config {
@@ -39,7 +44,7 @@ impl Roost {
         let log = dir.join(format!("roost-{}.log", unique()));
         let _ = std::fs::remove_file(dir.join("runtime.json"));
         let child = cmd
-            .args(["serve", "--mqtt-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--mqtt-listen", mqtt_listen, "--api-listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .env("ROOST_LOG", "info")
             .stdout(Stdio::null())
