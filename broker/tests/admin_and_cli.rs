@@ -34,8 +34,8 @@ async fn api_requires_the_token_and_status_counters_match_what_was_published() {
     let messages =
         (0..300).map(|i| ("devices/a/env".to_string(), json!({"v": i}).to_string().into_bytes())).collect();
     publish_all(roost.mqtt, "api-test", messages).await;
-    publish_all(roost.mqtt, "api-test", vec![("devices/a/env".into(), b"oops".to_vec())]).await;
-    publish_all(roost.mqtt, "api-test", vec![("elsewhere/x".into(), b"{}".to_vec())]).await;
+    publish_all(roost.mqtt, "api-test-2", vec![("devices/a/env".into(), b"oops".to_vec())]).await;
+    publish_all(roost.mqtt, "api-test-3", vec![("elsewhere/x".into(), b"{}".to_vec())]).await;
 
     let s = roost
         .wait_status("everything processed and clients gone", |s| {

@@ -181,7 +181,7 @@ async fn restart_on_the_same_data_dir_keeps_data_and_takes_more() {
     assert_eq!(roost.token, token, "the admin token survives a restart");
     publish_all(roost.mqtt, "second", batch(100)).await;
     // A new field after restart adds a column to the existing table.
-    publish_all(roost.mqtt, "second", vec![("devices/d/m".into(), br#"{"i": 200, "extra": true}"#.to_vec())])
+    publish_all(roost.mqtt, "third", vec![("devices/d/m".into(), br#"{"i": 200, "extra": true}"#.to_vec())])
         .await;
     let conn = roost.db();
     assert!(roost.stop().success());
