@@ -7,10 +7,14 @@ CARGO ?= cargo
 run:
 	$(CARGO) run --release --bin roost -- serve
 
+# Prefix for a recipe line that needs the services: loads the ROOST_TEST_* URLs that
+# scripts/services.sh wrote (each recipe line is its own shell, so every such line needs it).
+SVC_ENV = set -a; . "$${ROOST_SVC_DIR:-/tmp/roost-svc}/env"; set +a;
+
 ## Install and start what the tests need (idempotent), then run every test.
 test: services
-	$(CARGO) test --workspace --doc --quiet
-	$(CARGO) nextest run --workspace --no-fail-fast
+	$(SVC_ENV) $(CARGO) test --workspace --doc --quiet
+	$(SVC_ENV) $(CARGO) nextest run --workspace --no-fail-fast
 
 ## Formatting and lints, warnings as errors.
 lint:
@@ -19,9 +23,10 @@ lint:
 
 ## End-to-end throughput of the release build; prints figures.
 bench: services
-	$(CARGO) bench -p roost --bench e2e
+	$(SVC_ENV) $(CARGO) bench -p roost --bench e2e
 
-## Install (if missing) the tools and services the tests use.
+## Install (if missing) the tools and services the tests use, start the services on free ports
+## and write their URLs to ${ROOST_SVC_DIR:-/tmp/roost-svc}/env (`bash scripts/services.sh down` stops them).
 services:
 	bash scripts/services.sh
 
