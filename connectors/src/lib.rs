@@ -11,7 +11,14 @@
 //! Batching, retries and backpressure belong to the caller (the broker's sink actor): a sink
 //! writes what it is given, once, and says whether trying again could help.
 
+#[cfg(feature = "mysql")]
+pub mod mysql;
+pub mod names;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod registry;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

@@ -14,6 +14,12 @@ use crate::{Sink, SinkError};
 pub const KINDS: &[&str] = &[
     #[cfg(feature = "sqlite")]
     "sqlite",
+    #[cfg(feature = "postgres")]
+    "postgres",
+    #[cfg(feature = "postgres")]
+    "timescaledb",
+    #[cfg(feature = "mysql")]
+    "mysql",
 ];
 
 /// What a sink may need from the server to open.
@@ -28,6 +34,10 @@ pub fn validate(kind: &str, options: &Value, ctx: &SinkContext) -> Result<(), Si
     match kind {
         #[cfg(feature = "sqlite")]
         "sqlite" => parse::<crate::sqlite::SqliteConfig>(kind, options)?.validate(ctx),
+        #[cfg(feature = "postgres")]
+        "postgres" | "timescaledb" => parse::<crate::postgres::PostgresConfig>(kind, options)?.validate(),
+        #[cfg(feature = "mysql")]
+        "mysql" => parse::<crate::mysql::MysqlConfig>(kind, options)?.validate(),
         _ => Err(unknown_kind(kind)),
     }
 }
@@ -39,6 +49,12 @@ pub fn effective_options(kind: &str, options: &Value) -> Result<Value, SinkError
     match kind {
         #[cfg(feature = "sqlite")]
         "sqlite" => to_value(serde_json::to_value(parse::<crate::sqlite::SqliteConfig>(kind, options)?)),
+        #[cfg(feature = "postgres")]
+        "postgres" | "timescaledb" => {
+            to_value(serde_json::to_value(parse::<crate::postgres::PostgresConfig>(kind, options)?))
+        }
+        #[cfg(feature = "mysql")]
+        "mysql" => to_value(serde_json::to_value(parse::<crate::mysql::MysqlConfig>(kind, options)?)),
         _ => Err(unknown_kind(kind)),
     }
 }
@@ -51,6 +67,16 @@ pub async fn open(kind: &str, options: &Value, ctx: &SinkContext) -> Result<Box<
             let config: crate::sqlite::SqliteConfig = parse(kind, options)?;
             Ok(Box::new(crate::sqlite::SqliteSink::open(config, ctx).await?))
         }
+        #[cfg(feature = "postgres")]
+        "postgres" => {
+            Ok(Box::new(crate::postgres::PostgresSink::open("postgres", parse(kind, options)?).await?))
+        }
+        #[cfg(feature = "postgres")]
+        "timescaledb" => {
+            Ok(Box::new(crate::postgres::PostgresSink::open("timescaledb", parse(kind, options)?).await?))
+        }
+        #[cfg(feature = "mysql")]
+        "mysql" => Ok(Box::new(crate::mysql::MysqlSink::open(parse(kind, options)?).await?)),
         _ => Err(unknown_kind(kind)),
     }
 }

@@ -3,11 +3,9 @@
 
 use std::collections::HashMap;
 
-use roost_core::{ident, FieldValue, Record};
+use roost_core::{FieldValue, Record};
 
-/// The columns every table starts with.
-pub const TIME: &str = "time";
-pub const DEVICE: &str = "device";
+pub use crate::names::{DEVICE, TIME};
 
 /// Quotes an identifier for SQLite (`"` doubled). Every name reaches SQL through this, after
 /// [`check_record`] has validated it.
@@ -24,21 +22,12 @@ pub fn column_type(v: &FieldValue) -> &'static str {
     }
 }
 
-/// Checks that every name in the record can be a table or column name, and that no two of its
-/// columns would collide (SQLite names are case-insensitive).
+/// Checks the record's names ([`crate::names::check_record`]) and SQLite's own reserved
+/// table names.
 pub fn check_record(r: &Record) -> Result<(), String> {
-    ident::validate(&r.measurement).map_err(|e| format!("measurement: {e}"))?;
+    crate::names::check_record(r)?;
     if r.measurement.to_ascii_lowercase().starts_with("sqlite_") {
         return Err(format!("measurement {:?}: names starting with sqlite_ are reserved", r.measurement));
-    }
-    let mut seen: HashMap<String, &str> = HashMap::new();
-    seen.insert(TIME.into(), TIME);
-    seen.insert(DEVICE.into(), DEVICE);
-    for name in r.tags.keys().chain(r.fields.keys()) {
-        ident::validate(name).map_err(|e| format!("column: {e}"))?;
-        if let Some(other) = seen.insert(name.to_ascii_lowercase(), name) {
-            return Err(format!("column {name:?} collides with {other:?} (names are case-insensitive)"));
-        }
     }
     Ok(())
 }

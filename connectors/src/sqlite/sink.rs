@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use roost_core::{FieldValue, Record};
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, ErrorCode, OptionalExtension};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::config::{SqliteConfig, Synchronous};
 use super::schema::{self, quote, Table, DEVICE, TIME};
@@ -90,14 +90,24 @@ impl Inner {
         if batch.is_empty() {
             return Ok(outcome);
         }
-        let tx = self.conn.transaction().map_err(unavailable)?;
+        // IMMEDIATE takes the write lock up front, so a second writer waits (busy_timeout)
+        // instead of failing when its read snapshot cannot be upgraded.
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
         let mut values: Vec<ToSqlOutput<'_>> = Vec::new();
         for (index, record) in batch.iter().enumerate() {
             if let Err(reason) = schema::check_record(record) {
                 outcome.rejected.push(Rejected { index, reason });
                 continue;
             }
-            let table = ensure_table(&tx, &mut self.tables, record)?;
+            let table = match ensure_table(&tx, &mut self.tables, record) {
+                Ok(t) => t,
+                // A table Roost cannot write (not created by it): refuse its records only.
+                Err(SinkError::Config(reason)) => {
+                    outcome.rejected.push(Rejected { index, reason });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             values.clear();
             values.resize(table.columns.len(), ToSqlOutput::Borrowed(ValueRef::Null));
             values[0] = ToSqlOutput::Borrowed(ValueRef::Integer(record.time));

@@ -103,13 +103,3 @@ async fn empty_batch_writes_nothing() {
     let mut s = sink(&dir).await;
     assert_eq!(s.write(Arc::new(vec![])).await.unwrap(), crate::WriteOutcome::default());
 }
-
-#[tokio::test]
-async fn a_foreign_table_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let conn = Connection::open(dir.path().join("roost.db")).unwrap();
-    conn.execute_batch("CREATE TABLE env (id INTEGER PRIMARY KEY, v TEXT)").unwrap();
-    let mut s = sink(&dir).await;
-    let err = s.write(Arc::new(vec![record("env", "d", 1, &[("t", FieldValue::Int(1))])])).await.unwrap_err();
-    assert!(err.to_string().contains("not created by Roost"), "{err}");
-}

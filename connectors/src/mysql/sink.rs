@@ -1,0 +1,162 @@
+//! The `Sink` impl for MySQL/MariaDB: one transaction per batch, multi-row prepared INSERTs sized
+//! under `max_allowed_packet`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, TxOpts, Value};
+use roost_core::{FieldValue, Record};
+
+use super::config::MysqlConfig;
+use super::schema::{datetime, describe, is_transient, quote, unavailable, value, MyCatalog};
+use crate::sql::{self, chunk_rows, record_bytes, BatchWriter, Cell, Group, Layout};
+use crate::{Rejected, Sink, SinkError, WriteOutcome};
+
+/// MySQL's limit on placeholders in one prepared statement.
+const MAX_PARAMS: usize = 65_535;
+
+/// Writes batches to MySQL or MariaDB.
+pub struct MysqlSink {
+    config: MysqlConfig,
+    pool: Pool,
+    cache: HashMap<String, Layout>,
+    /// The server's `max_allowed_packet`, read on first connection.
+    max_packet: Option<usize>,
+}
+
+impl MysqlSink {
+    /// Builds the pool; connecting happens on the first write.
+    pub async fn open(config: MysqlConfig) -> Result<Self, SinkError> {
+        config.validate()?;
+        let constraints = PoolConstraints::new(0, config.pool_size)
+            .ok_or_else(|| SinkError::Config("mysql sink: bad pool_size".into()))?;
+        let opts = OptsBuilder::from_opts(config.opts()?)
+            .init(vec![
+                "SET SESSION time_zone = '+00:00'",
+                "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
+            ])
+            .pool_opts(PoolOpts::default().with_constraints(constraints));
+        Ok(MysqlSink { config, pool: Pool::new(opts), cache: HashMap::new(), max_packet: None })
+    }
+}
+
+/// What MySQL cannot store: NaN and infinities, devices over 255 characters.
+fn check_values(r: &Record) -> Result<(), String> {
+    if r.device.chars().count() > 255 {
+        return Err("device names over 255 characters do not fit MySQL's device column".into());
+    }
+    if r.fields.values().any(|v| matches!(v, FieldValue::Float(f) if !f.is_finite())) {
+        return Err("MySQL cannot store NaN or infinite values".into());
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Sink for MysqlSink {
+    fn kind(&self) -> &'static str {
+        "mysql"
+    }
+
+    async fn write(&mut self, batch: Arc<Vec<Record>>) -> Result<WriteOutcome, SinkError> {
+        if batch.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        let mut conn = self.pool.get_conn().await.map_err(|e| unavailable(&e))?;
+        let max_packet = match self.max_packet {
+            Some(m) => m,
+            None => {
+                let m: Option<u64> =
+                    conn.query_first("SELECT @@max_allowed_packet").await.map_err(|e| unavailable(&e))?;
+                let m = m.unwrap_or(4 << 20) as usize;
+                self.max_packet = Some(m);
+                m
+            }
+        };
+        let mut w = MyWrite { sink: self, conn, max_packet };
+        sql::write_batch(&mut w, &batch, "mysql").await
+    }
+}
+
+/// One batch's write over one pooled connection.
+struct MyWrite<'s> {
+    sink: &'s mut MysqlSink,
+    conn: Conn,
+    max_packet: usize,
+}
+
+impl BatchWriter for MyWrite<'_> {
+    type Error = mysql_async::Error;
+
+    fn is_transient(e: &Self::Error) -> bool {
+        is_transient(e)
+    }
+
+    fn describe(e: &Self::Error) -> String {
+        describe(e)
+    }
+
+    async fn prepare(
+        &mut self,
+        batch: &[Record],
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<Vec<Group>, SinkError> {
+        let mut catalog = MyCatalog { conn: &mut self.conn };
+        let prefix = &self.sink.config.table_prefix;
+        sql::prepare(&mut catalog, &mut self.sink.cache, batch, prefix, check_values, rejected).await
+    }
+
+    async fn write_groups(&mut self, batch: &[Record], groups: &[Group]) -> Result<(), Self::Error> {
+        // Half the packet limit leaves room for the protocol's own framing.
+        let max_bytes = self.max_packet / 2;
+        let mut tx = self.conn.start_transaction(TxOpts::default()).await?;
+        for g in groups.iter().filter(|g| !g.records.is_empty()) {
+            let width = g.layout.columns.len() + 2;
+            for range in chunk_rows(&g.records, width, MAX_PARAMS, max_bytes, |i| record_bytes(&batch[i])) {
+                let (sql, params) = insert(&g.layout, batch, &g.records[range]);
+                tx.exec_drop(sql, params).await?;
+            }
+        }
+        tx.commit().await
+    }
+
+    async fn write_one(
+        &mut self,
+        batch: &[Record],
+        layout: &Layout,
+        index: usize,
+    ) -> Result<(), Self::Error> {
+        let (sql, params) = insert(layout, batch, &[index]);
+        self.conn.exec_drop(sql, params).await
+    }
+
+    fn forget_schema(&mut self) {
+        self.sink.cache.clear();
+    }
+}
+
+/// A multi-row INSERT of `records` into the layout's table, with its parameters.
+fn insert(layout: &Layout, batch: &[Record], records: &[usize]) -> (String, Params) {
+    let width = layout.columns.len() + 2;
+    let mut cols = vec!["time".to_owned(), "device".to_owned()];
+    cols.extend(layout.columns.iter().map(|(c, _)| quote(c)));
+    let row = format!("({})", vec!["?"; width].join(", "));
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES {}",
+        quote(&layout.table),
+        cols.join(", "),
+        vec![row; records.len()].join(", ")
+    );
+    let mut params: Vec<Value> = Vec::with_capacity(records.len() * width);
+    let mut cells: Vec<Cell<'_>> = Vec::new();
+    for &i in records {
+        let r = &batch[i];
+        // prepare() checked every record against this layout.
+        let _ = layout.cells(r, &mut cells);
+        params.push(datetime(r.time));
+        params.push(Value::Bytes(r.device.as_bytes().to_vec()));
+        params.extend(cells.iter().map(|c| value(*c)));
+    }
+    (sql, Params::Positional(params))
+}

@@ -1,0 +1,269 @@
+//! The `Sink` impl for PostgreSQL: one transaction per batch, binary COPY or multi-row INSERT
+//! per table, and per-record isolation when the database refuses a batch for its data.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use roost_core::Record;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{GenericClient, NoTls};
+use tracing::info;
+
+use super::config::{Hypertable, PostgresConfig, WriteMethod};
+use super::schema::{describe, is_transient, pg_type, quote, unavailable, PgCatalog, PgCell, PgTime};
+use crate::sql::{self, chunk_rows, record_bytes, BatchWriter, Cell, Group, Layout};
+use crate::{Rejected, Sink, SinkError, WriteOutcome};
+
+/// PostgreSQL's limit on bound parameters in one statement.
+const MAX_PARAMS: usize = 65_535;
+
+/// Writes batches to PostgreSQL or TimescaleDB.
+pub struct PostgresSink {
+    kind: &'static str,
+    config: PostgresConfig,
+    pool: Pool,
+    /// Lower-cased table name -> its layout, as last read or changed by this sink.
+    cache: HashMap<String, Layout>,
+    /// Whether new tables become hypertables (checked on first connection).
+    timescale: Option<bool>,
+}
+
+impl PostgresSink {
+    /// Builds the pool. Connecting happens on the first write, so Roost starts while the
+    /// database is down and the sink catches up when it comes back.
+    pub async fn open(kind: &'static str, config: PostgresConfig) -> Result<Self, SinkError> {
+        config.validate()?;
+        let manager = Manager::from_config(
+            config.pg_config()?,
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let timeout = Some(std::time::Duration::from_millis(config.connect_timeout_ms));
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(timeout)
+            .wait_timeout(timeout)
+            .build()
+            .map_err(|e| SinkError::Config(format!("postgres sink: {e}")))?;
+        Ok(PostgresSink { kind, config, pool, cache: HashMap::new(), timescale: None })
+    }
+
+    async fn hypertables(&mut self, client: &tokio_postgres::Client) -> Result<bool, SinkError> {
+        if let Some(t) = self.timescale {
+            return Ok(t);
+        }
+        let on = match self.config.hypertable {
+            Hypertable::Off => false,
+            Hypertable::Auto => {
+                let rows = client
+                    .query_typed("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'", &[])
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                if let Some(row) = rows.first() {
+                    let version: String = row.get(0);
+                    info!(schema = %self.config.schema, version, "timescaledb present: tables become hypertables");
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        self.timescale = Some(on);
+        Ok(on)
+    }
+}
+
+/// PostgreSQL text cannot hold NUL characters.
+fn check_text(r: &Record) -> Result<(), String> {
+    let strings = r.tags.values().map(String::as_str).chain(std::iter::once(r.device.as_str())).chain(
+        r.fields.values().filter_map(|v| match v {
+            roost_core::FieldValue::Str(s) => Some(s.as_str()),
+            _ => None,
+        }),
+    );
+    for s in strings {
+        if s.contains('\0') {
+            return Err("PostgreSQL text cannot hold NUL (\\0) characters".into());
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Sink for PostgresSink {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    async fn write(&mut self, batch: Arc<Vec<Record>>) -> Result<WriteOutcome, SinkError> {
+        if batch.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        let client =
+            self.pool.get().await.map_err(|e| SinkError::Unavailable(format!("postgres sink: {e}")))?;
+        let hypertable = self.hypertables(&client).await?;
+        let kind = self.kind;
+        let mut w = PgWrite { sink: self, client, hypertable };
+        sql::write_batch(&mut w, &batch, kind).await
+    }
+}
+
+/// One batch's write over one pooled connection.
+struct PgWrite<'s> {
+    sink: &'s mut PostgresSink,
+    client: deadpool_postgres::Object,
+    hypertable: bool,
+}
+
+impl BatchWriter for PgWrite<'_> {
+    type Error = tokio_postgres::Error;
+
+    fn is_transient(e: &Self::Error) -> bool {
+        is_transient(e)
+    }
+
+    fn describe(e: &Self::Error) -> String {
+        describe(e)
+    }
+
+    async fn prepare(
+        &mut self,
+        batch: &[Record],
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<Vec<Group>, SinkError> {
+        let config = &self.sink.config;
+        let mut catalog = PgCatalog {
+            client: &self.client,
+            schema: &config.schema,
+            hypertable: self.hypertable.then_some(config.chunk_interval.as_str()),
+        };
+        sql::prepare(&mut catalog, &mut self.sink.cache, batch, &config.table_prefix, check_text, rejected)
+            .await
+    }
+
+    async fn write_groups(&mut self, batch: &[Record], groups: &[Group]) -> Result<(), Self::Error> {
+        write_groups(&mut self.client, &self.sink.config, batch, groups).await
+    }
+
+    async fn write_one(
+        &mut self,
+        batch: &[Record],
+        layout: &Layout,
+        index: usize,
+    ) -> Result<(), Self::Error> {
+        let table = qualified(&self.sink.config.schema, layout);
+        insert_rows(&**self.client, &table, layout, batch, &[index]).await
+    }
+
+    fn forget_schema(&mut self) {
+        self.sink.cache.clear();
+    }
+}
+
+async fn write_groups(
+    client: &mut deadpool_postgres::Object,
+    config: &PostgresConfig,
+    batch: &[Record],
+    groups: &[Group],
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    for g in groups.iter().filter(|g| !g.records.is_empty()) {
+        let table = qualified(&config.schema, &g.layout);
+        match config.write_method {
+            WriteMethod::Copy => copy_rows(&tx, &table, &g.layout, batch, &g.records).await?,
+            WriteMethod::Insert => {
+                let width = g.layout.columns.len() + 2;
+                let chunks = chunk_rows(&g.records, width, MAX_PARAMS, config.max_statement_bytes, |i| {
+                    record_bytes(&batch[i])
+                });
+                for range in chunks {
+                    insert_rows(&*tx, &table, &g.layout, batch, &g.records[range]).await?;
+                }
+            }
+        }
+    }
+    tx.commit().await
+}
+
+fn qualified(schema: &str, layout: &Layout) -> String {
+    format!("{}.{}", quote(schema), quote(&layout.table))
+}
+
+fn column_list(layout: &Layout) -> String {
+    let mut cols = vec!["time".to_owned(), "device".to_owned()];
+    cols.extend(layout.columns.iter().map(|(c, _)| quote(c)));
+    cols.join(", ")
+}
+
+async fn copy_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    layout: &Layout,
+    batch: &[Record],
+    records: &[usize],
+) -> Result<(), tokio_postgres::Error> {
+    let sql = format!("COPY {table} ({}) FROM STDIN BINARY", column_list(layout));
+    let sink = tx.copy_in(&sql).await?;
+    let mut types = vec![Type::TIMESTAMPTZ, Type::TEXT];
+    types.extend(layout.columns.iter().map(|(_, ty)| pg_type(*ty)));
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+    let mut cells: Vec<Cell<'_>> = Vec::new();
+    for &i in records {
+        let r = &batch[i];
+        // prepare() checked every record against this layout.
+        let _ = layout.cells(r, &mut cells);
+        let time = PgTime(r.time);
+        let wrapped: Vec<PgCell<'_>> = cells.iter().map(|c| PgCell(*c)).collect();
+        let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(wrapped.len() + 2);
+        row.push(&time);
+        row.push(&r.device);
+        row.extend(wrapped.iter().map(|c| c as &(dyn ToSql + Sync)));
+        writer.as_mut().write(&row).await?;
+    }
+    writer.finish().await.map(|_| ())
+}
+
+async fn insert_rows(
+    client: &(impl GenericClient + Sync),
+    table: &str,
+    layout: &Layout,
+    batch: &[Record],
+    records: &[usize],
+) -> Result<(), tokio_postgres::Error> {
+    let width = layout.columns.len() + 2;
+    let mut values = String::new();
+    for row in 0..records.len() {
+        values.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..width {
+            if col > 0 {
+                values.push_str(", ");
+            }
+            values.push_str(&format!("${}", row * width + col + 1));
+        }
+        values.push(')');
+    }
+    let sql = format!("INSERT INTO {table} ({}) VALUES {values}", column_list(layout));
+    let mut times = Vec::with_capacity(records.len());
+    let mut cells: Vec<PgCell<'_>> = Vec::with_capacity(records.len() * layout.columns.len());
+    let mut buf = Vec::new();
+    for &i in records {
+        let r = &batch[i];
+        let _ = layout.cells(r, &mut buf);
+        times.push(PgTime(r.time));
+        cells.extend(buf.iter().map(|c| PgCell(*c)));
+    }
+    // Typed parameters use the unnamed statement: one round trip, nothing left on the server.
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = Vec::with_capacity(records.len() * width);
+    let per = layout.columns.len();
+    for (n, &i) in records.iter().enumerate() {
+        params.push((&times[n], Type::TIMESTAMPTZ));
+        params.push((&batch[i].device, Type::TEXT));
+        let row = cells[n * per..(n + 1) * per].iter().zip(&layout.columns);
+        params.extend(row.map(|(c, (_, ty))| (c as &(dyn ToSql + Sync), pg_type(*ty))));
+    }
+    client.execute_typed(sql.as_str(), &params).await.map(|_| ())
+}

@@ -1,0 +1,404 @@
+//! What the typed SQL sinks (postgres, mysql) share: the column types, the schema policy, and
+//! the planning of a batch against the cached layout of each table.
+//!
+//! Schema policy, the same for every typed SQL sink:
+//! - a table per measurement (`<table_prefix><measurement>`): `time`, `device`, then a column per
+//!   tag (text) and per field (bigint, double, boolean or text, from the first value seen);
+//! - a new tag or field adds a column;
+//! - an integer into a double column is stored as a double; a float into a bigint column widens
+//!   the column to double;
+//! - any other type conflict (a string into a numeric column, a number into a boolean or text
+//!   column, ...) rejects that record alone, with the reason, and the rest of the batch is written.
+//!
+//! Names are compared without case (`Temp` uses an existing `temp` column), as SQL does.
+
+use std::collections::{HashMap, HashSet};
+
+use roost_core::{FieldValue, Record};
+
+use crate::{names, Rejected, SinkError, WriteOutcome};
+
+/// The column types a typed SQL sink creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColType {
+    BigInt,
+    Double,
+    Boolean,
+    Text,
+}
+
+impl ColType {
+    pub fn of(v: &FieldValue) -> ColType {
+        match v {
+            FieldValue::Int(_) => ColType::BigInt,
+            FieldValue::Float(_) => ColType::Double,
+            FieldValue::Bool(_) => ColType::Boolean,
+            FieldValue::Str(_) => ColType::Text,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ColType::BigInt => "bigint",
+            ColType::Double => "double",
+            ColType::Boolean => "boolean",
+            ColType::Text => "text",
+        }
+    }
+}
+
+/// One value ready to bind, aligned to a table column.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
+    Null,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Text(&'a str),
+}
+
+/// The known layout of one table: its name as created, and its columns after `time` and `device`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    pub table: String,
+    pub columns: Vec<(String, ColType)>,
+    index: HashMap<String, usize>,
+}
+
+impl Layout {
+    pub fn new(table: String, columns: Vec<(String, ColType)>) -> Self {
+        let index = columns.iter().enumerate().map(|(i, (c, _))| (c.to_ascii_lowercase(), i)).collect();
+        Layout { table, columns, index }
+    }
+
+    fn column(&self, name: &str) -> Option<(usize, ColType)> {
+        self.index.get(&name.to_ascii_lowercase()).map(|&i| (i, self.columns[i].1))
+    }
+
+    /// The record's values aligned to the columns (time and device excluded), or why the record
+    /// cannot be written to this table.
+    pub fn cells<'r>(&self, r: &'r Record, out: &mut Vec<Cell<'r>>) -> Result<(), String> {
+        out.clear();
+        out.resize(self.columns.len(), Cell::Null);
+        for (name, tag) in &r.tags {
+            match self.column(name) {
+                Some((i, ColType::Text)) => out[i] = Cell::Text(tag),
+                Some((_, ty)) => return Err(format!("tag {name:?} is text but column is {}", ty.name())),
+                None => return Err(format!("no column for tag {name:?}")),
+            }
+        }
+        for (name, value) in &r.fields {
+            let Some((i, ty)) = self.column(name) else {
+                return Err(format!("no column for field {name:?}"));
+            };
+            out[i] = match (ty, value) {
+                (ColType::BigInt, FieldValue::Int(v)) => Cell::Int(*v),
+                (ColType::Double, FieldValue::Int(v)) => Cell::Float(*v as f64),
+                (ColType::Double, FieldValue::Float(v)) => Cell::Float(*v),
+                (ColType::Boolean, FieldValue::Bool(v)) => Cell::Bool(*v),
+                (ColType::Text, FieldValue::Str(v)) => Cell::Text(v),
+                (ty, v) => {
+                    return Err(format!(
+                        "field {name:?} is {} but its column is {}",
+                        v.type_name(),
+                        ty.name()
+                    ))
+                }
+            };
+        }
+        Ok(())
+    }
+}
+
+/// The DDL and catalog reads a typed SQL sink provides; [`prepare`] drives them.
+pub(crate) trait Catalog {
+    /// The table's columns after `time` and `device`, or `None` if it does not exist. Matches
+    /// the name without case and returns it as stored.
+    async fn load(&mut self, table: &str) -> Result<Option<Layout>, SinkError>;
+    /// Creates the table with `time` and `device` and its index; fine if it exists.
+    async fn create(&mut self, table: &str) -> Result<(), SinkError>;
+    /// Adds a column; fine if another writer added it first.
+    async fn add_column(&mut self, table: &str, column: &str, ty: ColType) -> Result<(), SinkError>;
+    /// Changes a bigint column to double.
+    async fn widen(&mut self, table: &str, column: &str) -> Result<(), SinkError>;
+}
+
+/// The records of one batch bound for one table.
+#[derive(Debug)]
+pub struct Group {
+    pub layout: Layout,
+    /// Positions in the batch, in order.
+    pub records: Vec<usize>,
+}
+
+/// Validates every record, brings each table's schema up to what the batch needs, and returns
+/// the records grouped by table. Records that cannot be written go to `rejected`.
+pub(crate) async fn prepare<C: Catalog>(
+    catalog: &mut C,
+    cache: &mut HashMap<String, Layout>,
+    batch: &[Record],
+    table_prefix: &str,
+    check: impl Fn(&Record) -> Result<(), String>,
+    rejected: &mut Vec<Rejected>,
+) -> Result<Vec<Group>, SinkError> {
+    // Group by table, in order of first appearance.
+    let mut order: Vec<String> = Vec::new();
+    let mut by_table: HashMap<String, (String, Vec<usize>)> = HashMap::new();
+    for (index, r) in batch.iter().enumerate() {
+        if let Err(reason) = names::check_record(r).and_then(|()| check(r)) {
+            rejected.push(Rejected { index, reason });
+            continue;
+        }
+        let table = format!("{table_prefix}{}", r.measurement);
+        let key = table.to_ascii_lowercase();
+        let entry = by_table.entry(key.clone()).or_insert_with(|| {
+            order.push(key);
+            (table, Vec::new())
+        });
+        entry.1.push(index);
+    }
+
+    let mut groups = Vec::with_capacity(order.len());
+    for key in order {
+        let (table, indices) = by_table.remove(&key).unwrap_or_default();
+        let loaded = match cache.get(&key) {
+            Some(l) => Ok(Some(l.clone())),
+            None => catalog.load(&table).await,
+        };
+        let mut layout = match loaded {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                catalog.create(&table).await?;
+                reload(catalog, &table).await?
+            }
+            // The table is not one this sink can write (not created by Roost): its records
+            // are refused, the other tables' are written.
+            Err(SinkError::Config(reason)) => {
+                rejected.extend(indices.into_iter().map(|index| Rejected { index, reason: reason.clone() }));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+
+        // Columns the batch needs that the table lacks; the first value seen sets the type.
+        let mut added = HashSet::new();
+        let mut missing = Vec::new();
+        for &i in &indices {
+            let r = &batch[i];
+            let wanted = r
+                .tags
+                .keys()
+                .map(|k| (k, ColType::Text))
+                .chain(r.fields.iter().map(|(k, v)| (k, ColType::of(v))));
+            for (name, ty) in wanted {
+                if layout.column(name).is_none() && added.insert(name.to_ascii_lowercase()) {
+                    missing.push((name.clone(), ty));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            for (name, ty) in &missing {
+                catalog.add_column(&layout.table, name, *ty).await?;
+            }
+            layout = reload(catalog, &layout.table).await?;
+        }
+
+        // Bigint columns that receive floats become double.
+        let mut widen = Vec::new();
+        for &i in &indices {
+            for (name, v) in &batch[i].fields {
+                if let (FieldValue::Float(_), Some((c, ColType::BigInt))) = (v, layout.column(name)) {
+                    let column = layout.columns[c].0.clone();
+                    if !widen.contains(&column) {
+                        widen.push(column);
+                    }
+                }
+            }
+        }
+        if !widen.is_empty() {
+            for column in &widen {
+                catalog.widen(&layout.table, column).await?;
+            }
+            layout = reload(catalog, &layout.table).await?;
+        }
+
+        let mut cells = Vec::new();
+        let mut records = Vec::with_capacity(indices.len());
+        for i in indices {
+            match layout.cells(&batch[i], &mut cells) {
+                Ok(()) => records.push(i),
+                Err(reason) => rejected.push(Rejected { index: i, reason }),
+            }
+        }
+        cache.insert(key, layout.clone());
+        groups.push(Group { layout, records });
+    }
+    rejected.sort_by_key(|r| r.index);
+    Ok(groups)
+}
+
+/// One write of one batch by a typed SQL sink, over one connection.
+pub(crate) trait BatchWriter {
+    type Error: std::fmt::Display;
+    /// Whether the error means "try the same batch later" rather than "the data is refused".
+    fn is_transient(e: &Self::Error) -> bool;
+    /// The error as the operator should read it.
+    fn describe(e: &Self::Error) -> String;
+    /// Brings the schema up to the batch ([`prepare`]) and groups its records.
+    async fn prepare(
+        &mut self,
+        batch: &[Record],
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<Vec<Group>, SinkError>;
+    /// Writes every group in one transaction.
+    async fn write_groups(&mut self, batch: &[Record], groups: &[Group]) -> Result<(), Self::Error>;
+    /// Writes one record on its own.
+    async fn write_one(&mut self, batch: &[Record], layout: &Layout, index: usize)
+        -> Result<(), Self::Error>;
+    /// Drops the cached schema (another writer may have changed it).
+    fn forget_schema(&mut self);
+}
+
+/// The write path every typed SQL sink shares: prepare, write in one transaction; if the
+/// database refuses the batch for its data, read the schema again and retry once (another
+/// writer may have changed a table); if it still refuses, write record by record so that only
+/// the records at fault are rejected. Transient errors fail the whole batch, to be retried.
+pub(crate) async fn write_batch<W: BatchWriter>(
+    w: &mut W,
+    batch: &[Record],
+    kind: &str,
+) -> Result<WriteOutcome, SinkError> {
+    let unavailable = |e: &W::Error| SinkError::Unavailable(format!("{kind} sink: {}", W::describe(e)));
+    let mut outcome = WriteOutcome::default();
+    if batch.is_empty() {
+        return Ok(outcome);
+    }
+    for attempt in 0..2 {
+        let mut rejected = Vec::new();
+        let groups = match w.prepare(batch, &mut rejected).await {
+            Ok(g) => g,
+            Err(e) => {
+                w.forget_schema();
+                return Err(e);
+            }
+        };
+        let e = match w.write_groups(batch, &groups).await {
+            Ok(()) => {
+                outcome.written = groups.iter().map(|g| g.records.len()).sum();
+                outcome.rejected = rejected;
+                return Ok(outcome);
+            }
+            Err(e) => e,
+        };
+        w.forget_schema();
+        if W::is_transient(&e) {
+            return Err(unavailable(&e));
+        }
+        tracing::debug!(sink = kind, attempt, error = %W::describe(&e), "batch refused");
+        if attempt == 1 {
+            outcome.rejected = rejected;
+            for g in &groups {
+                for &i in &g.records {
+                    match w.write_one(batch, &g.layout, i).await {
+                        Ok(()) => outcome.written += 1,
+                        Err(e) if W::is_transient(&e) => return Err(unavailable(&e)),
+                        Err(e) => outcome.rejected.push(Rejected { index: i, reason: W::describe(&e) }),
+                    }
+                }
+            }
+            outcome.rejected.sort_by_key(|r| r.index);
+        }
+    }
+    Ok(outcome)
+}
+
+async fn reload<C: Catalog>(catalog: &mut C, table: &str) -> Result<Layout, SinkError> {
+    catalog.load(table).await?.ok_or_else(|| SinkError::Unavailable(format!("table {table:?} disappeared")))
+}
+
+/// Splits `rows` into consecutive chunks for multi-row statements: each holds at most
+/// `max_params` bound values (`columns` per row) and, by `row_bytes`' estimate, at most
+/// `max_bytes` (a chunk always holds at least one row).
+pub fn chunk_rows(
+    rows: &[usize],
+    columns: usize,
+    max_params: usize,
+    max_bytes: usize,
+    row_bytes: impl Fn(usize) -> usize,
+) -> Vec<std::ops::Range<usize>> {
+    let per = (max_params / columns.max(1)).max(1);
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (n, &row) in rows.iter().enumerate() {
+        let size = row_bytes(row);
+        if n > start && (n - start >= per || bytes + size > max_bytes) {
+            chunks.push(start..n);
+            (start, bytes) = (n, 0);
+        }
+        bytes += size;
+    }
+    if start < rows.len() {
+        chunks.push(start..rows.len());
+    }
+    chunks
+}
+
+/// A generous estimate of a record's size on the wire, in bytes.
+pub fn record_bytes(r: &Record) -> usize {
+    let text = |s: &str| s.len() + 8;
+    let fields: usize =
+        r.fields.values().map(|v| if let FieldValue::Str(s) = v { text(s) } else { 16 }).sum();
+    let tags: usize = r.tags.values().map(|t| text(t)).sum();
+    16 + text(&r.device) + fields + tags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> Layout {
+        Layout::new(
+            "env".into(),
+            vec![
+                ("room".into(), ColType::Text),
+                ("n".into(), ColType::BigInt),
+                ("t".into(), ColType::Double),
+                ("ok".into(), ColType::Boolean),
+            ],
+        )
+    }
+
+    #[test]
+    fn cells_follow_the_schema_policy() {
+        let mut r = Record::new("env", "d", 0);
+        r.tags.insert("Room".into(), "k".into());
+        r.fields.insert("n".into(), FieldValue::Int(3));
+        r.fields.insert("t".into(), FieldValue::Int(2));
+        let mut cells = Vec::new();
+        layout().cells(&r, &mut cells).unwrap();
+        assert_eq!(cells, [Cell::Text("k"), Cell::Int(3), Cell::Float(2.0), Cell::Null]);
+
+        let mut r = r.clone();
+        r.fields.insert("ok".into(), FieldValue::Str("yes".into()));
+        let mut cells = Vec::new();
+        let err = layout().cells(&r, &mut cells).unwrap_err();
+        assert_eq!(err, "field \"ok\" is string but its column is boolean");
+        let mut r = Record::new("env", "d", 0);
+        r.fields.insert("room".into(), FieldValue::Int(1));
+        assert!(layout().cells(&r, &mut cells).is_err());
+    }
+
+    #[test]
+    fn chunks_respect_the_parameter_and_byte_limits() {
+        let rows: Vec<usize> = (0..10).collect();
+        assert_eq!(chunk_rows(&rows, 3, 9, usize::MAX, |_| 1), [0..3, 3..6, 6..9, 9..10]);
+        assert!(chunk_rows(&[], 3, 9, usize::MAX, |_| 1).is_empty());
+        assert_eq!(chunk_rows(&rows[..5], 100, 9, usize::MAX, |_| 1).len(), 5);
+        // Bytes: rows of 40 bytes under a 100-byte cap go two by two; an oversized row alone.
+        assert_eq!(chunk_rows(&rows[..5], 1, 1000, 100, |_| 40), [0..2, 2..4, 4..5]);
+        assert_eq!(
+            chunk_rows(&rows[..3], 1, 1000, 100, |r| if r == 1 { 500 } else { 10 }),
+            [0..1, 1..2, 2..3]
+        );
+    }
+}

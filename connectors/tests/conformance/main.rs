@@ -1,0 +1,65 @@
+//! The sink conformance suite: one set of cases every sink must pass, run against the real
+//! database of each (SQLite file, PostgreSQL 15, TimescaleDB on PGlite, MariaDB).
+//!
+//! Live databases are found through `ROOST_TEST_POSTGRES_URL`, `ROOST_TEST_TIMESCALEDB_URL` and
+//! `ROOST_TEST_MYSQL_URL`, which `make test` sets (after `scripts/services.sh` starts them). A
+//! missing variable fails the test with that message rather than skipping it.
+
+mod backends;
+mod cases;
+mod proxy;
+
+/// Instantiates the listed cases for one backend, as `<backend>::<case>`.
+macro_rules! conformance {
+    ($backend:ident, $make:expr, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let backend = $make.await;
+                    cases::$case(&backend).await;
+                }
+            )*
+        }
+    };
+}
+
+/// The cases every database runs.
+macro_rules! all_cases {
+    ($backend:ident, $make:expr $(, $extra:ident)*) => {
+        conformance!($backend, $make, [
+            every_type_round_trips,
+            a_field_that_appears_later_adds_a_column,
+            type_conflicts_follow_the_schema_policy,
+            hostile_identifiers_reject_only_their_record,
+            names_that_differ_only_by_case_share_a_column,
+            an_empty_batch_writes_nothing,
+            a_batch_of_ten_thousand_records,
+            a_table_not_created_by_roost_refuses_only_its_records,
+            $($extra),*
+        ]);
+    };
+}
+
+// SQLite is a file inside Roost's process: there is no server to restart (the broker's tests
+// cover a locked database instead).
+all_cases!(sqlite, backends::Sqlite::new(), two_sinks_writing_one_table_concurrently);
+all_cases!(
+    postgres,
+    backends::Postgres::new(backends::PgFlavor::Postgres),
+    two_sinks_writing_one_table_concurrently,
+    the_database_going_away_between_batches
+);
+// PGlite serves one connection at a time, so two sinks cannot write at once.
+all_cases!(
+    timescaledb,
+    backends::Postgres::new(backends::PgFlavor::Timescale),
+    the_database_going_away_between_batches
+);
+all_cases!(
+    mysql,
+    backends::Mysql::new(),
+    two_sinks_writing_one_table_concurrently,
+    the_database_going_away_between_batches
+);
