@@ -127,7 +127,7 @@ impl SinkActor {
                     self.stats.records_written.fetch_add(outcome.written as u64, Relaxed);
                     self.stats.records_rejected.fetch_add(outcome.rejected.len() as u64, Relaxed);
                     self.stats.batches.fetch_add(1, Relaxed);
-                    self.stats.write_micros.fetch_add(elapsed.as_micros() as u64, Relaxed);
+                    self.stats.write_latency.observe(elapsed);
                     self.stats.set_error(None);
                     for r in &outcome.rejected {
                         if let Some(suppressed) = self.rejected_log.check() {

@@ -46,9 +46,60 @@ pub struct SinkStats {
     pub batches: AtomicU64,
     /// Failed write attempts (each retried or given up on).
     pub write_errors: AtomicU64,
-    /// Total time spent in successful writes, in microseconds.
-    pub write_micros: AtomicU64,
+    /// How long successful writes took.
+    pub write_latency: Histogram,
     pub last_error: Mutex<Option<String>>,
+}
+
+/// A Prometheus histogram with fixed buckets.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Upper bounds, in seconds, ascending; `+Inf` is implied.
+    bounds: &'static [f64],
+    /// Observations at or under each bound (not cumulative), then over the last one.
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+}
+
+/// Buckets for batch write latency: 1 ms to 10 s.
+pub const WRITE_LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: zero(),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let bucket = self.bounds.iter().position(|b| secs <= *b).unwrap_or(self.bounds.len());
+        self.counts[bucket].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// `(le, cumulative count)` per bucket, `+Inf` last.
+    pub fn cumulative(&self) -> Vec<(String, u64)> {
+        let mut total = 0;
+        let mut out = Vec::with_capacity(self.counts.len());
+        for (i, c) in self.counts.iter().enumerate() {
+            total += c.load(Relaxed);
+            let le = self.bounds.get(i).map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            out.push((le, total));
+        }
+        out
+    }
+
+    pub fn sum_secs(&self) -> f64 {
+        self.sum_micros.load(Relaxed) as f64 / 1e6
+    }
 }
 
 impl PipelineStats {
@@ -68,7 +119,7 @@ impl SinkStats {
             records_failed: zero(),
             batches: zero(),
             write_errors: zero(),
-            write_micros: zero(),
+            write_latency: Histogram::new(WRITE_LATENCY_BUCKETS),
             last_error: Mutex::new(None),
         }
     }
@@ -158,6 +209,8 @@ pub fn prometheus(
     uptime: Duration,
 ) -> String {
     let mut out = String::with_capacity(4096);
+    // Each sample: what follows the metric name (a suffix such as `_bucket`, then the labels), and
+    // the value.
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, v) in samples {
@@ -247,19 +300,20 @@ pub fn prometheus(
         "Failed write attempts.",
         &per_sink(|s| s.write_errors.load(Relaxed)),
     );
+    let mut latency = Vec::new();
+    for s in sinks {
+        let labels = format!("sink=\"{}\",kind=\"{}\"", escape(&s.name), escape(&s.kind));
+        for (le, n) in s.write_latency.cumulative() {
+            latency.push((format!("_bucket{{{labels},le=\"{le}\"}}"), n as f64));
+        }
+        latency.push((format!("_sum{{{labels}}}"), s.write_latency.sum_secs()));
+        latency.push((format!("_count{{{labels}}}"), s.write_latency.count() as f64));
+    }
     metric(
-        "roost_sink_write_seconds_total",
-        "counter",
-        "Time spent in successful writes.",
-        &sinks
-            .iter()
-            .map(|s| {
-                (
-                    format!("{{sink=\"{}\",kind=\"{}\"}}", escape(&s.name), escape(&s.kind)),
-                    s.write_micros.load(Relaxed) as f64 / 1e6,
-                )
-            })
-            .collect::<Vec<_>>(),
+        "roost_sink_write_duration_seconds",
+        "histogram",
+        "How long successful batch writes took.",
+        &latency,
     );
     metric(
         "roost_sink_backlog_records",
@@ -330,10 +384,20 @@ mod tests {
         let s = SinkStats::new("db\"1", "sqlite");
         s.records_in.store(10, Relaxed);
         s.records_written.store(4, Relaxed);
+        s.write_latency.observe(Duration::from_millis(3));
+        s.write_latency.observe(Duration::from_secs(60));
         let text = prometheus(&stats, &[&p], &[&s], Duration::from_secs(1));
         assert!(text.contains("roost_messages_in_total 7\n"), "{text}");
         assert!(text.contains("roost_pipeline_mapping_errors_total{pipeline=\"default\"} 2\n"));
         assert!(text.contains("roost_sink_records_written_total{sink=\"db\\\"1\",kind=\"sqlite\"} 4\n"));
         assert!(text.contains("roost_sink_backlog_records{sink=\"db\\\"1\",kind=\"sqlite\"} 6\n"));
+        assert!(text.contains("# TYPE roost_sink_write_duration_seconds histogram\n"), "{text}");
+        let labels = "sink=\"db\\\"1\",kind=\"sqlite\"";
+        for (le, n) in [("0.0025", 0), ("0.005", 1), ("10", 1), ("+Inf", 2)] {
+            let line = format!("roost_sink_write_duration_seconds_bucket{{{labels},le=\"{le}\"}} {n}\n");
+            assert!(text.contains(&line), "missing {line} in {text}");
+        }
+        assert!(text.contains(&format!("roost_sink_write_duration_seconds_count{{{labels}}} 2\n")));
+        assert!(text.contains(&format!("roost_sink_write_duration_seconds_sum{{{labels}}} 60.003\n")));
     }
 }

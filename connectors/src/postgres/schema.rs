@@ -118,8 +118,9 @@ pub fn unavailable(e: &tokio_postgres::Error) -> SinkError {
 pub struct PgCatalog<'c> {
     pub client: &'c tokio_postgres::Client,
     pub schema: &'c str,
-    /// `Some(chunk interval)` when tables become hypertables.
-    pub hypertable: Option<&'c str>,
+    /// `Some((schema of the timescaledb extension, chunk interval))` when tables become
+    /// hypertables.
+    pub hypertable: Option<(&'c str, &'c str)>,
 }
 
 impl PgCatalog<'_> {
@@ -185,14 +186,16 @@ impl Catalog for PgCatalog<'_> {
         let index = quote(&format!("{table}_device_time_idx"));
         self.ddl(&format!("CREATE INDEX IF NOT EXISTS {index} ON {full} (device, time DESC)"), &exists)
             .await?;
-        if let Some(interval) = self.hypertable {
+        if let Some((extension_schema, interval)) = self.hypertable {
             let relation = format!("{}.{}", quote(self.schema), quote(table));
+            // Qualified: the extension's schema need not be on the search path.
+            let sql = format!(
+                "SELECT {}.create_hypertable($1::text::regclass, 'time'::name, \
+                 chunk_time_interval => $2::text::interval, if_not_exists => TRUE, migrate_data => TRUE)",
+                quote(extension_schema)
+            );
             self.client
-                .execute_typed(
-                    "SELECT create_hypertable($1::text::regclass, 'time', \
-                     chunk_time_interval => $2::text::interval, if_not_exists => TRUE, migrate_data => TRUE)",
-                    &[(&relation, Type::TEXT), (&interval, Type::TEXT)],
-                )
+                .execute_typed(&sql, &[(&relation, Type::TEXT), (&interval, Type::TEXT)])
                 .await
                 .map_err(|e| {
                     SinkError::Unavailable(format!(

@@ -27,8 +27,9 @@ pub struct PostgresSink {
     pool: Pool,
     /// Lower-cased table name -> its layout, as last read or changed by this sink.
     cache: HashMap<String, Layout>,
-    /// Whether new tables become hypertables (checked on first connection).
-    timescale: Option<bool>,
+    /// `Some(schema of the timescaledb extension)` when new tables become hypertables; checked
+    /// on first connection.
+    timescale: Option<Option<String>>,
 }
 
 impl PostgresSink {
@@ -52,28 +53,31 @@ impl PostgresSink {
         Ok(PostgresSink { kind, config, pool, cache: HashMap::new(), timescale: None })
     }
 
-    async fn hypertables(&mut self, client: &tokio_postgres::Client) -> Result<bool, SinkError> {
-        if let Some(t) = self.timescale {
-            return Ok(t);
+    /// The schema holding the timescaledb extension, if tables are to become hypertables.
+    async fn hypertables(&mut self, client: &tokio_postgres::Client) -> Result<Option<String>, SinkError> {
+        if let Some(t) = &self.timescale {
+            return Ok(t.clone());
         }
-        let on = match self.config.hypertable {
-            Hypertable::Off => false,
+        let found = match self.config.hypertable {
+            Hypertable::Off => None,
             Hypertable::Auto => {
                 let rows = client
-                    .query_typed("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'", &[])
+                    .query_typed(
+                        "SELECT extversion, extnamespace::regnamespace::text FROM pg_extension \
+                         WHERE extname = 'timescaledb'",
+                        &[],
+                    )
                     .await
                     .map_err(|e| unavailable(&e))?;
-                if let Some(row) = rows.first() {
-                    let version: String = row.get(0);
+                rows.first().map(|row| {
+                    let (version, schema): (String, String) = (row.get(0), row.get(1));
                     info!(schema = %self.config.schema, version, "timescaledb present: tables become hypertables");
-                    true
-                } else {
-                    false
-                }
+                    schema
+                })
             }
         };
-        self.timescale = Some(on);
-        Ok(on)
+        self.timescale = Some(found.clone());
+        Ok(found)
     }
 }
 
@@ -116,7 +120,8 @@ impl Sink for PostgresSink {
 struct PgWrite<'s> {
     sink: &'s mut PostgresSink,
     client: deadpool_postgres::Object,
-    hypertable: bool,
+    /// The timescaledb extension's schema, when tables become hypertables.
+    hypertable: Option<String>,
 }
 
 impl BatchWriter for PgWrite<'_> {
@@ -139,7 +144,7 @@ impl BatchWriter for PgWrite<'_> {
         let mut catalog = PgCatalog {
             client: &self.client,
             schema: &config.schema,
-            hypertable: self.hypertable.then_some(config.chunk_interval.as_str()),
+            hypertable: self.hypertable.as_deref().map(|ext| (ext, config.chunk_interval.as_str())),
         };
         sql::prepare(&mut catalog, &mut self.sink.cache, batch, &config.table_prefix, check_text, rejected)
             .await
