@@ -4,7 +4,9 @@
 //! from 8 concurrent rumqttc clients at QoS 1 (MQTT 3.1.1, 100 in flight each) with 100-byte JSON
 //! payloads, and prints:
 //! - end to end: messages/s from the first publish until every row is committed in SQLite;
-//! - broker only: the same load through a pipeline with no sink (MQTT + ingest + JSON mapping).
+//! - broker only: the same load through a pipeline with no sink (MQTT + ingest + JSON mapping);
+//! - end to end into PostgreSQL (binary COPY), when `ROOST_TEST_POSTGRES_URL` is set (`make bench`
+//!   sets it).
 //!
 //! `ROOST_BENCH_MESSAGES` sets the message count per run (default 400000).
 
@@ -173,5 +175,40 @@ fn main() {
             committed.as_secs_f64(),
             acked.as_secs_f64()
         );
+        drop(server);
+
+        // End to end into PostgreSQL.
+        let Ok(url) = std::env::var("ROOST_TEST_POSTGRES_URL") else {
+            println!("end to end into postgres: skipped, ROOST_TEST_POSTGRES_URL not set (run `make bench`)");
+            return;
+        };
+        let schema = format!("bench_{}", std::process::id());
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        let conn = tokio::spawn(conn);
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!("[[sinks]]\nname = \"pg\"\nkind = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\n");
+        let server = start(dir.path(), &config);
+        let started = Instant::now();
+        let acked = publish(server.mqtt, per_client).await;
+        loop {
+            let s = status(&server, &http).await;
+            if s["sinks"][0]["records_written"].as_u64() == Some(total) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let committed = started.elapsed();
+        let rows: i64 = client.query_one(&format!("SELECT count(*) FROM {schema}.env"), &[]).await.unwrap().get(0);
+        assert_eq!(rows as u64, total, "rows in PostgreSQL");
+        println!(
+            "end to end into postgres (copy): {:>9.0} msg/s  ({total} rows committed in {:.2}s; publishers acked in {:.2}s)",
+            total as f64 / committed.as_secs_f64(),
+            committed.as_secs_f64(),
+            acked.as_secs_f64()
+        );
+        client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+        drop(client);
+        let _ = conn.await;
     });
 }

@@ -11,9 +11,14 @@ use crate::SinkError;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
-    /// `postgresql://user:password@host:port/database`. TLS is not supported yet: use
-    /// `sslmode=disable` (or leave sslmode out) and a private network.
+    /// `postgresql://user:password@host:port/database`. With `?sslmode=require` the connection
+    /// uses TLS (rustls) and verifies the server's certificate and name against the public web
+    /// roots plus `ca_file`; any other sslmode connects without TLS.
     pub url: String,
+    /// A PEM file of CA certificates to trust (for a private CA or a self-signed server), with
+    /// `sslmode=require`.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// The schema tables are created in.
     #[serde(default = "default_schema")]
     pub schema: String,
@@ -82,18 +87,21 @@ impl PostgresConfig {
         let mut c = tokio_postgres::Config::from_str(&self.url)
             .map_err(|e| SinkError::Config(format!("postgres sink: url: {e}")))?;
         c.connect_timeout(std::time::Duration::from_millis(self.connect_timeout_ms));
-        if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(SinkError::Config(
-                "postgres sink: TLS (sslmode=require) is not supported yet; use sslmode=disable".into(),
-            ));
-        }
         Ok(c)
+    }
+
+    /// Whether the URL asks for TLS.
+    pub fn tls(&self) -> Result<bool, SinkError> {
+        Ok(self.pg_config()?.get_ssl_mode() == tokio_postgres::config::SslMode::Require)
     }
 
     /// Checks the options without connecting.
     pub fn validate(&self) -> Result<(), SinkError> {
         let bad = |m: String| Err(SinkError::Config(format!("postgres sink: {m}")));
-        self.pg_config()?;
+        let tls = self.tls()?;
+        if self.ca_file.is_some() && !tls {
+            return bad("ca_file is set but the url does not ask for TLS: add ?sslmode=require".into());
+        }
         if let Err(e) = ident::validate(&self.schema) {
             return bad(format!("schema: {e}"));
         }
@@ -147,13 +155,18 @@ mod tests {
             (serde_json::json!({"table_prefix": "x-"}), "table_prefix"),
             (serde_json::json!({"chunk_interval": "1 day; DROP TABLE x"}), "chunk_interval"),
             (serde_json::json!({"pool_size": 0}), "pool_size"),
-            (serde_json::json!({"url": "postgresql://h/db?sslmode=require"}), "TLS"),
+            (serde_json::json!({"ca_file": "/etc/ca.pem"}), "sslmode=require"),
             (serde_json::json!({"url": "nonsense://"}), "url"),
         ] {
             let err = config(extra.clone()).unwrap().validate().unwrap_err().to_string();
             assert!(err.contains(want), "{extra}: {err}");
         }
         config(serde_json::json!({"chunk_interval": "6 hours"})).unwrap().validate().unwrap();
+        let tls =
+            config(serde_json::json!({"url": "postgresql://h/db?sslmode=require", "ca_file": "/ca.pem"}))
+                .unwrap();
+        tls.validate().unwrap();
+        assert!(tls.tls().unwrap());
         assert!(config(serde_json::json!({"write_method": "bulk"})).is_err());
     }
 }

@@ -37,11 +37,13 @@ impl PostgresSink {
     /// database is down and the sink catches up when it comes back.
     pub async fn open(kind: &'static str, config: PostgresConfig) -> Result<Self, SinkError> {
         config.validate()?;
-        let manager = Manager::from_config(
-            config.pg_config()?,
-            NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = if config.tls()? {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(&config)?);
+            Manager::from_config(config.pg_config()?, tls, manager_config)
+        } else {
+            Manager::from_config(config.pg_config()?, NoTls, manager_config)
+        };
         let timeout = Some(std::time::Duration::from_millis(config.connect_timeout_ms));
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
@@ -81,6 +83,31 @@ impl PostgresSink {
     }
 }
 
+/// TLS with ring, trusting the public web roots and the configured CA file.
+fn tls_config(config: &PostgresConfig) -> Result<rustls::ClientConfig, SinkError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bad = |m: String| SinkError::Config(format!("postgres sink: {m}"));
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = &config.ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| bad(format!("ca_file {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(bad(format!("ca_file {} holds no certificate", path.display())));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| bad(format!("ca_file {}: {e}", path.display())))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// PostgreSQL text cannot hold NUL characters.
 fn check_text(r: &Record) -> Result<(), String> {
     let strings = r.tags.values().map(String::as_str).chain(std::iter::once(r.device.as_str())).chain(
@@ -107,8 +134,11 @@ impl Sink for PostgresSink {
         if batch.is_empty() {
             return Ok(WriteOutcome::default());
         }
-        let client =
-            self.pool.get().await.map_err(|e| SinkError::Unavailable(format!("postgres sink: {e}")))?;
+        let client = self.pool.get().await.map_err(|e| match &e {
+            // Why the connection failed (refused, TLS, authentication) is in the driver's error.
+            deadpool_postgres::PoolError::Backend(pg) => unavailable(pg),
+            other => SinkError::Unavailable(format!("postgres sink: {other}")),
+        })?;
         let hypertable = self.hypertables(&client).await?;
         let kind = self.kind;
         let mut w = PgWrite { sink: self, client, hypertable };
