@@ -120,6 +120,29 @@ async fn publish(addr: SocketAddr, per_client: u64) -> Duration {
     started.elapsed()
 }
 
+/// Polls the status until the number at `pointer` (a JSON pointer) reaches `want`.
+async fn wait_for(server: &Server, http: &reqwest::Client, pointer: &str, want: u64) {
+    while status(server, http).await.pointer(pointer).and_then(Value::as_u64) != Some(want) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Publishes the load and waits until the server's first sink has written all of it; prints the
+/// end-to-end rate.
+async fn end_to_end(label: &str, server: &Server, http: &reqwest::Client, per_client: u64) {
+    let total = per_client * CLIENTS as u64;
+    let started = Instant::now();
+    let acked = publish(server.mqtt, per_client).await;
+    wait_for(server, http, "/sinks/0/records_written", total).await;
+    let committed = started.elapsed();
+    println!(
+        "end to end into {label:<16} {:>9.0} msg/s  ({total} rows committed in {:.2}s; publishers acked in {:.2}s)",
+        total as f64 / committed.as_secs_f64(),
+        committed.as_secs_f64(),
+        acked.as_secs_f64()
+    );
+}
+
 fn main() {
     let total: u64 =
         std::env::var("ROOST_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(400_000);
@@ -132,18 +155,10 @@ fn main() {
     rt.block_on(async {
         // Broker only: ingest + JSON mapping, no sink.
         let dir = tempfile::tempdir().unwrap();
-        let server = start(
-            dir.path(),
-            "[[pipelines]]\nname = \"nosink\"\ntopics = [\"devices/#\"]\nsinks = []\n",
-        );
+        let server =
+            start(dir.path(), "[[pipelines]]\nname = \"nosink\"\ntopics = [\"devices/#\"]\nsinks = []\n");
         let acked = publish(server.mqtt, per_client).await;
-        loop {
-            let s = status(&server, &http).await;
-            if s["pipelines"][0]["messages"].as_u64() == Some(total) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for(&server, &http, "/pipelines/0/messages", total).await;
         println!(
             "broker only (pipeline, no sink): {:>9.0} msg/s  ({total} acked in {:.2}s)",
             total as f64 / acked.as_secs_f64(),
@@ -154,27 +169,12 @@ fn main() {
         // End to end into SQLite.
         let dir = tempfile::tempdir().unwrap();
         let server = start(dir.path(), "");
-        let started = Instant::now();
-        let acked = publish(server.mqtt, per_client).await;
-        loop {
-            let s = status(&server, &http).await;
-            if s["sinks"][0]["records_written"].as_u64() == Some(total) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let committed = started.elapsed();
+        end_to_end("sqlite", &server, &http, per_client).await;
         let rows: i64 = rusqlite::Connection::open(dir.path().join("roost.db"))
             .unwrap()
             .query_row("SELECT count(*) FROM env", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows as u64, total, "rows in SQLite");
-        println!(
-            "end to end into sqlite:          {:>9.0} msg/s  ({total} rows committed in {:.2}s; publishers acked in {:.2}s)",
-            total as f64 / committed.as_secs_f64(),
-            committed.as_secs_f64(),
-            acked.as_secs_f64()
-        );
         drop(server);
 
         // End to end into PostgreSQL.
@@ -185,28 +185,19 @@ fn main() {
         let schema = format!("bench_{}", std::process::id());
         let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         let conn = tokio::spawn(conn);
-        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).await.unwrap();
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
+            .await
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let config = format!("[[sinks]]\nname = \"pg\"\nkind = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\n");
-        let server = start(dir.path(), &config);
-        let started = Instant::now();
-        let acked = publish(server.mqtt, per_client).await;
-        loop {
-            let s = status(&server, &http).await;
-            if s["sinks"][0]["records_written"].as_u64() == Some(total) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let committed = started.elapsed();
-        let rows: i64 = client.query_one(&format!("SELECT count(*) FROM {schema}.env"), &[]).await.unwrap().get(0);
-        assert_eq!(rows as u64, total, "rows in PostgreSQL");
-        println!(
-            "end to end into postgres (copy): {:>9.0} msg/s  ({total} rows committed in {:.2}s; publishers acked in {:.2}s)",
-            total as f64 / committed.as_secs_f64(),
-            committed.as_secs_f64(),
-            acked.as_secs_f64()
+        let config = format!(
+            "[[sinks]]\nname = \"pg\"\nkind = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\n"
         );
+        let server = start(dir.path(), &config);
+        end_to_end("postgres (copy)", &server, &http, per_client).await;
+        let rows: i64 =
+            client.query_one(&format!("SELECT count(*) FROM {schema}.env"), &[]).await.unwrap().get(0);
+        assert_eq!(rows as u64, total, "rows in PostgreSQL");
         client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
         drop(client);
         let _ = conn.await;
