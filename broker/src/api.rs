@@ -17,7 +17,9 @@ use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use serde_json::json;
 use thiserror::Error;
 
-use crate::stats::{self, PipelineStats, PipelineStatus, SinkStats, SinkStatus, Stats, Status};
+use crate::stats::{
+    self, DeadLetterStatus, PipelineStats, PipelineStatus, SinkStats, SinkStatus, Stats, Status,
+};
 
 /// What the handlers read.
 pub struct ApiState {
@@ -29,6 +31,9 @@ pub struct ApiState {
     /// Each pipeline with its topic filters and sink names.
     pub pipelines: Vec<(Arc<PipelineStats>, Vec<String>, Vec<String>)>,
     pub sinks: Vec<Arc<SinkStats>>,
+    /// The dead-letter store (`/api/v1/deadletters`) and where replayed letters go.
+    pub dead_letters: crate::deadletter::DeadLetters,
+    pub replay: crate::deadletter::api::Replay,
 }
 
 /// An API error, rendered as JSON.
@@ -70,7 +75,10 @@ pub fn start(listen: SocketAddr, state: Arc<ApiState>) -> std::io::Result<(Socke
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
             .service(
-                web::scope("/api/v1").wrap(from_fn(require_token)).route("/status", web::get().to(status)),
+                web::scope("/api/v1")
+                    .wrap(from_fn(require_token))
+                    .route("/status", web::get().to(status))
+                    .configure(crate::deadletter::api::configure),
             )
             .default_service(web::to(|| async { ApiError::NotFound.error_response() }))
     })
@@ -116,7 +124,8 @@ async fn health() -> HttpResponse {
 async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     let pipelines: Vec<&PipelineStats> = state.pipelines.iter().map(|(p, _, _)| p.as_ref()).collect();
     let sinks: Vec<&SinkStats> = state.sinks.iter().map(Arc::as_ref).collect();
-    let body = stats::prometheus(&state.stats, &pipelines, &sinks, state.started.elapsed());
+    let dead_letters = DeadLetterStatus::of(&state.dead_letters.stats);
+    let body = stats::prometheus(&state.stats, &pipelines, &sinks, &dead_letters, state.started.elapsed());
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(body)
 }
 
@@ -152,5 +161,6 @@ pub fn snapshot(state: &ApiState) -> Status {
             })
             .collect(),
         sinks: state.sinks.iter().map(|s| SinkStatus::of(s)).collect(),
+        dead_letters: DeadLetterStatus::of(&state.dead_letters.stats),
     }
 }

@@ -53,6 +53,11 @@ pub enum Command {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+    /// Dead letters: what could not be written or mapped (list, replay, delete).
+    Deadletter {
+        #[command(subcommand)]
+        command: crate::deadletter::cli::DeadLetterCommand,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -87,7 +92,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Status { json } => {
             let settings = cli.settings(Overrides::default())?;
-            let status = fetch_status(&settings.data_dir, &settings)?;
+            let status = fetch_status(&settings)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -98,6 +103,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Stop { timeout } => {
             let settings = cli.settings(Overrides::default())?;
             stop(&settings.data_dir, Duration::from_secs(*timeout))
+        }
+        Command::Deadletter { command } => {
+            let settings = cli.settings(Overrides::default())?;
+            crate::deadletter::cli::run(command, &settings)
         }
         Command::Config { command: ConfigCommand::Check } => {
             let settings = cli.settings(Overrides::default())?;
@@ -122,27 +131,9 @@ async fn stop_signal() {
     }
 }
 
-fn fetch_status(data_dir: &Path, settings: &Settings) -> Result<Status> {
-    let token = datadir::read_token(data_dir)?;
-    let api =
-        datadir::read_runtime(data_dir).map(|r| r.api).unwrap_or_else(|| settings.api.listen.to_string());
-    let url = format!("http://{api}/api/v1/status");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let resp = reqwest::Client::new()
-            .get(&url)
-            .bearer_auth(token)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach roost at {url}; is it running? (`roost serve`)"))?;
-        if !resp.status().is_success() {
-            let code = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            bail!("{url} answered {code}: {body}");
-        }
-        resp.json::<Status>().await.with_context(|| format!("reading the answer of {url}"))
-    })
+fn fetch_status(settings: &Settings) -> Result<Status> {
+    let client = crate::client::ApiClient::for_settings(settings)?;
+    crate::client::block_on(client.get("/status"))?
 }
 
 /// The status as the table `roost status` prints.
@@ -156,6 +147,8 @@ pub fn render_status(s: &Status) -> String {
         "connections {}  messages in {}  unrouted {}  refused {}",
         s.connections, s.messages_in, s.messages_unrouted, s.messages_refused
     );
+    let d = &s.dead_letters;
+    let _ = writeln!(out, "dead letters stored {}  dropped {}  replayed {}", d.stored, d.dropped, d.replayed);
     let mut rows = vec![vec![
         "PIPELINE".into(),
         "TOPICS".into(),

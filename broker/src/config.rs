@@ -46,6 +46,9 @@ pub struct Settings {
     pub sinks: Vec<Map<String, Value>>,
     #[serde(default)]
     pub pipelines: Vec<PipelineSettings>,
+    /// `[deadletter]`: the store of what could not be written or mapped.
+    #[serde(default)]
+    pub deadletter: crate::deadletter::DeadLetterSettings,
 }
 
 /// `[mqtt]`: the embedded broker's listener.

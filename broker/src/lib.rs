@@ -7,13 +7,17 @@
 //! - [`stats`]: the counters behind `/metrics` and `/api/v1/status`.
 //! - [`api`]: the admin HTTP API (actix-web).
 //! - [`datadir`]: the admin token, pid file and runtime file in the data directory.
+//! - [`deadletter`]: what could not be written or mapped, kept to be listed and replayed.
+//! - [`client`]: the admin API client the CLI's client commands share.
 //! - [`server`]: wiring, serving and the ordered shutdown.
 //! - [`cli`]: `roost serve | status | stop | config check`.
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod datadir;
+pub mod deadletter;
 pub mod mqtt;
 pub mod pipeline;
 pub mod server;

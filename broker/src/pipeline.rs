@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::deadletter::{DeadLetters, Letter};
 use crate::sink::SinkHandle;
 use crate::stats::{PipelineStats, RateLimit, Stats};
 
@@ -71,6 +72,7 @@ pub struct PipelineActor {
     stats: Arc<PipelineStats>,
     /// Cancelled when Roost stops taking messages: close the mailbox, drain it, exit.
     stop_intake: CancellationToken,
+    dead_letters: DeadLetters,
     error_log: RateLimit,
 }
 
@@ -80,6 +82,7 @@ impl PipelineActor {
         processor: Box<dyn Processor>,
         sinks: Vec<SinkHandle>,
         stop_intake: CancellationToken,
+        dead_letters: DeadLetters,
     ) -> (PipelineActor, mpsc::Sender<Message>) {
         let (tx, rx) = mpsc::channel(MAILBOX_MESSAGES);
         let actor = PipelineActor {
@@ -88,6 +91,7 @@ impl PipelineActor {
             sinks,
             stats: Arc::new(PipelineStats::new(name)),
             stop_intake,
+            dead_letters,
             error_log: RateLimit::new(10, Duration::from_secs(10)),
         };
         (actor, tx)
@@ -121,8 +125,14 @@ impl PipelineActor {
                     self.stats.errors.fetch_add(1, Relaxed);
                     if let Some(suppressed) = self.error_log.check() {
                         warn!(pipeline = %self.stats.name, topic = %msg.topic, client_id = %msg.client_id,
-                              error = %e, suppressed, "message not mapped");
+                              error = %e, suppressed, "message not mapped, kept in the dead-letter store");
                     }
+                    let reason = e.to_string();
+                    self.dead_letters.put(Letter::Message {
+                        pipeline: self.stats.name.clone(),
+                        reason,
+                        message: msg,
+                    });
                 }
             }
             if records.is_empty() {

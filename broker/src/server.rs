@@ -20,6 +20,8 @@ use tracing::{error, info, warn};
 use crate::api::{self, ApiState};
 use crate::config::Settings;
 use crate::datadir;
+use crate::deadletter::api::{Replay, Targets};
+use crate::deadletter::DeadLetters;
 use crate::mqtt::{Broker, ListenerConfig};
 use crate::pipeline::{self, PipelineActor};
 use crate::sink::SinkActor;
@@ -36,6 +38,8 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
         info!(path = %data_dir.join(datadir::TOKEN_FILE).display(), "wrote a new admin token");
     }
 
+    let dead_letters = DeadLetters::open(&data_dir, &settings.deadletter)?;
+    let mut replay = Targets::default();
     let stats = Arc::new(Stats::default());
     let actors = TaskTracker::new();
     let stop_intake = CancellationToken::new();
@@ -55,6 +59,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
             spec.batch_size,
             Duration::from_millis(spec.linger_ms),
             give_up.clone(),
+            dead_letters.clone(),
         );
         sink_stats.push(actor.stats());
         sink_handles.push(handle);
@@ -70,14 +75,22 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
         if sinks.is_empty() {
             warn!(pipeline = %p.name, "pipeline has no sinks: its records are counted and dropped");
         }
-        let (actor, tx) =
-            PipelineActor::new(&p.name, Box::new(JsonMapping::default()), sinks, stop_intake.clone());
+        let (actor, tx) = PipelineActor::new(
+            &p.name,
+            Box::new(JsonMapping::default()),
+            sinks,
+            stop_intake.clone(),
+            dead_letters.clone(),
+        );
+        replay.pipelines.insert(p.name.clone(), tx.clone());
         pipeline_info.push((actor.stats(), p.topics.clone(), p.sinks.clone()));
         routes.push((p.topics.clone(), tx));
         actors.spawn(actor.run());
         info!(pipeline = %p.name, topics = ?p.topics, sinks = ?p.sinks, "pipeline ready");
     }
-    // The pipelines hold the only sink senders now: when they finish, the sinks flush and stop.
+    // The pipelines and the replay targets hold the only sink senders now: when the pipelines
+    // finish and the replay targets are closed, the sinks flush and stop.
+    replay.sinks = sink_handles.iter().map(|h| (h.name.clone(), h.clone())).collect();
     drop(sink_handles);
     actors.close();
 
@@ -89,6 +102,8 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
         stats: stats.clone(),
         pipelines: pipeline_info,
         sinks: sink_stats.clone(),
+        dead_letters: dead_letters.clone(),
+        replay: Replay::new(replay),
     });
     let (api_addr, api) = api::start(settings.api.listen, state.clone())
         .map_err(|e| anyhow!("cannot listen on {} (setting api.listen): {e}", settings.api.listen))?;
@@ -135,6 +150,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
     );
     broker.stop(remaining().min(Duration::from_secs(5))).await;
     stop_intake.cancel();
+    state.replay.close();
     info!("draining pipelines and flushing sinks");
     let drained = tokio::time::timeout(remaining(), actors.wait()).await.is_ok();
     if !drained {
@@ -142,6 +158,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
         let _ = tokio::time::timeout(Duration::from_secs(5), actors.wait()).await;
     }
     api.stop(true).await;
+    dead_letters.flush().await;
     drop(broker);
 
     let lost = failed() - failed_before + sink_stats.iter().map(|s| s.backlog()).sum::<u64>();
@@ -152,7 +169,8 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
             error!(sink = %s.name, backlog = s.backlog(), last_error = ?SinkStatus::of(s).last_error, "sink did not flush before stop");
         }
         bail!(
-            "stopped with {lost} records not written (shutdown_timeout_secs = {})",
+            "stopped with {lost} records not written to their sinks (shutdown_timeout_secs = {}); \
+             they are kept in the dead-letter store: `roost deadletter replay` once the database is back",
             settings.shutdown_timeout_secs
         );
     }

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::deadletter::{DeadLetters, Letter};
 use crate::stats::{RateLimit, SinkStats};
 
 /// Chunks of records queued per sink before senders wait.
@@ -49,8 +50,9 @@ pub struct SinkActor {
     batch_size: usize,
     linger: Duration,
     stats: Arc<SinkStats>,
-    /// Cancelled at the stop deadline: stop retrying, count what is left as failed.
+    /// Cancelled at the stop deadline: stop retrying, put what is left in the dead-letter store.
     give_up: CancellationToken,
+    dead_letters: DeadLetters,
     rejected_log: RateLimit,
 }
 
@@ -61,6 +63,7 @@ impl SinkActor {
         batch_size: usize,
         linger: Duration,
         give_up: CancellationToken,
+        dead_letters: DeadLetters,
     ) -> (SinkActor, SinkHandle) {
         let (tx, rx) = mpsc::channel(MAILBOX_CHUNKS);
         let stats = Arc::new(SinkStats::new(name, sink.kind()));
@@ -72,6 +75,7 @@ impl SinkActor {
             linger,
             stats,
             give_up,
+            dead_letters,
             rejected_log: RateLimit::new(10, Duration::from_secs(10)),
         };
         (actor, handle)
@@ -119,6 +123,13 @@ impl SinkActor {
         let batch = Arc::new(batch);
         let mut backoff = Duration::from_millis(100);
         loop {
+            // Past the stop deadline nothing is tried any more (a write to a dead database can
+            // take a whole connect timeout): what is left goes to the dead-letter store.
+            if self.give_up.is_cancelled() {
+                let e = SinkError::Unavailable("stop deadline passed".into());
+                self.fail(&batch, &e);
+                return;
+            }
             let started = Instant::now();
             let result = self.sink.write(batch.clone()).await;
             let elapsed = started.elapsed();
@@ -130,11 +141,16 @@ impl SinkActor {
                     self.stats.write_latency.observe(elapsed);
                     self.stats.set_error(None);
                     for r in &outcome.rejected {
+                        let record = &batch[r.index];
                         if let Some(suppressed) = self.rejected_log.check() {
-                            let m = &batch[r.index];
-                            warn!(sink = %self.stats.name, measurement = %m.measurement, device = %m.device,
-                                  reason = %r.reason, suppressed, "record rejected");
+                            warn!(sink = %self.stats.name, measurement = %record.measurement, device = %record.device,
+                                  reason = %r.reason, suppressed, "record rejected, kept in the dead-letter store");
                         }
+                        self.dead_letters.put(Letter::Record {
+                            sink: self.stats.name.clone(),
+                            reason: r.reason.clone(),
+                            record: record.clone(),
+                        });
                     }
                     return;
                 }
@@ -160,8 +176,18 @@ impl SinkActor {
         }
     }
 
+    /// Gives up on a batch: its records go to the dead-letter store, to be replayed.
     fn fail(&self, batch: &[Record], e: &SinkError) {
         self.stats.records_failed.fetch_add(batch.len() as u64, Relaxed);
-        error!(sink = %self.stats.name, records = batch.len(), error = %e, "batch given up, records not written");
+        error!(sink = %self.stats.name, records = batch.len(), error = %e,
+               "batch not written, kept in the dead-letter store");
+        let reason = format!("not written: {e}");
+        for record in batch {
+            self.dead_letters.put(Letter::Record {
+                sink: self.stats.name.clone(),
+                reason: reason.clone(),
+                record: record.clone(),
+            });
+        }
     }
 }

@@ -154,6 +154,25 @@ pub struct Status {
     pub messages_refused: u64,
     pub pipelines: Vec<PipelineStatus>,
     pub sinks: Vec<SinkStatus>,
+    pub dead_letters: DeadLetterStatus,
+}
+
+/// Dead-letter counters since start (`GET /api/v1/deadletters` lists the entries).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct DeadLetterStatus {
+    pub stored: u64,
+    pub dropped: u64,
+    pub replayed: u64,
+}
+
+impl DeadLetterStatus {
+    pub fn of(s: &crate::deadletter::DeadLetterStats) -> Self {
+        DeadLetterStatus {
+            stored: s.stored.load(Relaxed),
+            dropped: s.dropped.load(Relaxed),
+            replayed: s.replayed.load(Relaxed),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -206,6 +225,7 @@ pub fn prometheus(
     stats: &Stats,
     pipelines: &[&PipelineStats],
     sinks: &[&SinkStats],
+    dead_letters: &DeadLetterStatus,
     uptime: Duration,
 ) -> String {
     let mut out = String::with_capacity(4096);
@@ -316,6 +336,24 @@ pub fn prometheus(
         &latency,
     );
     metric(
+        "roost_dead_letters_total",
+        "counter",
+        "Dead letters written to the store.",
+        &one(dead_letters.stored as f64),
+    );
+    metric(
+        "roost_dead_letters_dropped_total",
+        "counter",
+        "Dead letters lost (store full or failing).",
+        &one(dead_letters.dropped as f64),
+    );
+    metric(
+        "roost_dead_letters_replayed_total",
+        "counter",
+        "Dead letters sent back to their sink or pipeline.",
+        &one(dead_letters.replayed as f64),
+    );
+    metric(
         "roost_sink_backlog_records",
         "gauge",
         "Records waiting to be written.",
@@ -386,7 +424,9 @@ mod tests {
         s.records_written.store(4, Relaxed);
         s.write_latency.observe(Duration::from_millis(3));
         s.write_latency.observe(Duration::from_secs(60));
-        let text = prometheus(&stats, &[&p], &[&s], Duration::from_secs(1));
+        let dead = DeadLetterStatus { stored: 3, dropped: 0, replayed: 1 };
+        let text = prometheus(&stats, &[&p], &[&s], &dead, Duration::from_secs(1));
+        assert!(text.contains("roost_dead_letters_total 3\n"), "{text}");
         assert!(text.contains("roost_messages_in_total 7\n"), "{text}");
         assert!(text.contains("roost_pipeline_mapping_errors_total{pipeline=\"default\"} 2\n"));
         assert!(text.contains("roost_sink_records_written_total{sink=\"db\\\"1\",kind=\"sqlite\"} 4\n"));

@@ -103,10 +103,10 @@ async fn a_database_that_goes_away_is_retried_and_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stop_that_cannot_flush_exits_non_zero_and_says_how_many_records() {
+async fn records_a_stop_cannot_flush_are_kept_and_land_after_a_restart_and_replay() {
     let dir = tempfile::tempdir().unwrap();
     let roost = Roost::start(dir.path(), Some(SHORT_LOCK_WAIT));
-    let _lock = lock_database(dir.path());
+    let lock = lock_database(dir.path());
     let messages =
         (0..25).map(|i| ("devices/d/env".to_string(), json!({"i": i}).to_string().into_bytes())).collect();
     publish_all(roost.mqtt, "stuck", messages).await;
@@ -116,4 +116,29 @@ async fn a_stop_that_cannot_flush_exits_non_zero_and_says_how_many_records() {
     let log = std::fs::read_to_string(log_path).unwrap();
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("stopped with 25 records not written"), "{log}");
+    assert!(log.contains("kept in the dead-letter store"), "{log}");
+
+    // The database is back: after a restart the 25 records are dead letters, and a replay
+    // writes them.
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    let roost = Roost::start(dir.path(), Some(SHORT_LOCK_WAIT));
+    let out = std::process::Command::new(common::ROOST)
+        .args(["deadletter", "replay", "--source", "sink:sqlite", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("replayed 25"));
+    roost.wait_status("replayed rows written", |s| s["sinks"][0]["records_written"] == 25).await;
+    let conn = roost.db();
+    assert!(roost.stop().success());
+    let got: Vec<i64> = conn
+        .prepare("SELECT i FROM env ORDER BY i")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, (0..25).collect::<Vec<i64>>());
 }

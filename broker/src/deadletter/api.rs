@@ -1,0 +1,184 @@
+//! `/api/v1/deadletters`: list, replay and delete dead letters.
+//!
+//! - `GET /deadletters?source=&after=&limit=`: `{"total": n, "entries": [...]}`, oldest first.
+//! - `POST /deadletters/replay?source=&ids=1,2`: sends each record back to its sink and each
+//!   message back to its pipeline, deletes what was handed over; `{"replayed": n, "skipped":
+//!   [{"id", "reason"}]}`. A replayed record the database refuses again comes back as a new entry.
+//! - `DELETE /deadletters?source=&ids=1,2&all=true`: `{"deleted": n}`; deleting everything needs
+//!   `all=true`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse, ResponseError};
+use roost_core::{Message, Record};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::{DeadLetters, Letter, Selection};
+use crate::api::ApiState;
+use crate::sink::SinkHandle;
+
+/// Most entries one replay hands over.
+const MAX_REPLAY: usize = 100_000;
+
+/// Where replayed letters go; emptied when Roost stops so that the sinks can finish.
+#[derive(Default)]
+pub struct Replay {
+    targets: Mutex<Option<Targets>>,
+}
+
+#[derive(Clone, Default)]
+pub struct Targets {
+    pub sinks: HashMap<String, SinkHandle>,
+    pub pipelines: HashMap<String, mpsc::Sender<Message>>,
+}
+
+impl Replay {
+    pub fn new(targets: Targets) -> Self {
+        Replay { targets: Mutex::new(Some(targets)) }
+    }
+
+    /// Drops the handles: no more replays, and the actors can shut down.
+    pub fn close(&self) {
+        self.targets.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    fn targets(&self) -> Option<Targets> {
+        self.targets.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/deadletters", web::get().to(list))
+        .route("/deadletters", web::delete().to(delete))
+        .route("/deadletters/replay", web::post().to(replay));
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Query {
+    source: Option<String>,
+    /// Comma-separated ids.
+    ids: Option<String>,
+    after: Option<i64>,
+    limit: Option<usize>,
+    all: Option<bool>,
+}
+
+impl Query {
+    fn selection(&self) -> Result<Selection, Failure> {
+        let ids = match &self.ids {
+            None => Vec::new(),
+            Some(s) => s
+                .split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| p.trim().parse::<i64>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| Failure::bad_request(format!("ids {s:?} is not a list of numbers")))?,
+        };
+        Ok(Selection { ids, source: self.source.clone().filter(|s| !s.is_empty()) })
+    }
+}
+
+/// An error answer: `{"error": {"code", "message"}}` with its status.
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Failure {
+    fn bad_request(message: String) -> Self {
+        Failure { status: StatusCode::BAD_REQUEST, code: "bad_request", message }
+    }
+    fn internal(code: &'static str, message: String) -> Self {
+        Failure { status: StatusCode::INTERNAL_SERVER_ERROR, code, message }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl ResponseError for Failure {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(json!({"error": {"code": self.code, "message": self.message}}))
+    }
+}
+
+/// Runs a blocking store call off the async threads.
+async fn blocking<T: Send + 'static>(
+    store: &DeadLetters,
+    f: impl FnOnce(&DeadLetters) -> Result<T, super::DeadLetterError> + Send + 'static,
+) -> Result<T, Failure> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || f(&store)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Failure::internal("dead_letter_store", e.to_string())),
+        Err(e) => Err(Failure::internal("internal", e.to_string())),
+    }
+}
+
+async fn list(state: web::Data<ApiState>, q: web::Query<Query>) -> Result<HttpResponse, Failure> {
+    let sel = q.selection()?;
+    let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(100).min(10_000));
+    let (total, entries) =
+        blocking(&state.dead_letters, move |s| Ok((s.count()?, s.list(&sel, after, limit)?))).await?;
+    Ok(HttpResponse::Ok().json(json!({"total": total, "entries": entries})))
+}
+
+async fn delete(state: web::Data<ApiState>, q: web::Query<Query>) -> Result<HttpResponse, Failure> {
+    let sel = q.selection()?;
+    if sel.ids.is_empty() && sel.source.is_none() && q.all != Some(true) {
+        let message = "name ids or a source, or pass all=true to delete every dead letter".to_owned();
+        return Err(Failure::bad_request(message));
+    }
+    let n = blocking(&state.dead_letters, move |s| s.delete(&sel)).await?;
+    Ok(HttpResponse::Ok().json(json!({"deleted": n})))
+}
+
+async fn replay(state: web::Data<ApiState>, q: web::Query<Query>) -> Result<HttpResponse, Failure> {
+    let sel = q.selection()?;
+    let Some(targets) = state.replay.targets() else {
+        let message = "roost is stopping".to_owned();
+        return Err(Failure { status: StatusCode::SERVICE_UNAVAILABLE, code: "stopping", message });
+    };
+    let letters = blocking(&state.dead_letters, move |s| s.letters(&sel, MAX_REPLAY)).await?;
+    let mut replayed = Vec::new();
+    let mut skipped = Vec::new();
+    let mut records: HashMap<String, Vec<(i64, Record)>> = HashMap::new();
+    for (id, letter) in letters {
+        match letter {
+            Letter::Record { sink, record, .. } => records.entry(sink).or_default().push((id, record)),
+            Letter::Message { pipeline, message, .. } => match targets.pipelines.get(&pipeline) {
+                Some(tx) if tx.send(message).await.is_ok() => replayed.push(id),
+                Some(_) => skipped.push(json!({"id": id, "reason": "roost is stopping"})),
+                None => skipped.push(json!({"id": id, "reason": format!("no pipeline named {pipeline:?}")})),
+            },
+        }
+    }
+    for (sink, entries) in records {
+        let (ids, batch): (Vec<i64>, Vec<Record>) = entries.into_iter().unzip();
+        match targets.sinks.get(&sink) {
+            Some(handle) if handle.send(batch).await => replayed.extend(ids),
+            Some(_) => skipped.extend(ids.iter().map(|id| json!({"id": id, "reason": "roost is stopping"}))),
+            None => {
+                let reason = format!("no sink named {sink:?}");
+                skipped.extend(ids.iter().map(|id| json!({"id": id, "reason": reason})));
+            }
+        }
+    }
+    let n = replayed.len();
+    blocking(&state.dead_letters, move |s| s.delete_ids(&replayed)).await?;
+    state.dead_letters.stats.replayed.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    Ok(HttpResponse::Ok().json(json!({"replayed": n, "skipped": skipped})))
+}
