@@ -24,6 +24,7 @@ lint:
 ## End-to-end throughput of the release build; prints figures.
 bench: services
 	$(SVC_ENV) $(CARGO) bench -p roost-connectors --bench sql_sinks
+	$(SVC_ENV) $(CARGO) bench -p roost-connectors --bench schemaless_sinks
 	$(SVC_ENV) $(CARGO) bench -p roost --bench e2e
 
 ## Install (if missing) the tools and services the tests use, start the services on free ports

@@ -20,6 +20,9 @@
 #   MariaDB (Debian)       - a private datadir, root with no password -> ROOST_TEST_MYSQL_URL
 #   TimescaleDB on PGlite  - node project in scripts/pglite, in memory -> ROOST_TEST_TIMESCALEDB_URL
 #     (one database, one connection at a time, no COPY FROM STDIN; see scripts/pglite/server.mjs)
+#   InfluxDB 1.x (Debian)  - v1 API only, auth off, RPC port on loopback too -> ROOST_TEST_INFLUXDB_URL
+#   VictoriaMetrics (Debian) - retention 100y (fixtures use old times) -> ROOST_TEST_VICTORIAMETRICS_URL
+#   SecantusDB (PyPI, venv in $ROOST_SVC_DIR/secantus-venv) - MongoDB wire -> ROOST_TEST_MONGODB_URL
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -94,12 +97,20 @@ wait_for() {
 pg_probe() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$1" -d roost_test -U postgres; }
 mysql_probe() { mariadb --protocol=tcp -h 127.0.0.1 -P "$1" -u root -N -e 'SELECT 1' roost_test; }
 pglite_probe() { PGSSLMODE=disable PGPASSWORD=postgres PGCONNECT_TIMEOUT=5 psql -h 127.0.0.1 -p "$1" -U postgres -tAc 'select 1'; }
+influxdb_probe() { curl -sf -o /dev/null "http://127.0.0.1:$1/ping"; }
+victoriametrics_probe() { curl -sf "http://127.0.0.1:$1/health" | grep -q OK; }
+secantus_probe() { "$SECANTUS_VENV/bin/python" -c '
+import sys, pymongo
+pymongo.MongoClient("127.0.0.1", int(sys.argv[1]), directConnection=True, serverSelectionTimeoutMS=2000).admin.command("ping")' "$1"; }
 
-# True if service NAME (postgres|mariadb|pglite) runs and answers on its stored port.
+# True if service NAME (postgres|mariadb|pglite|influxdb|victoriametrics|secantus) runs and answers on its stored port.
 running() {
     local port probe
     port="$(stored_port "$1")"
-    case "$1" in postgres) probe=pg_probe ;; mariadb) probe=mysql_probe ;; pglite) probe=pglite_probe ;; esac
+    case "$1" in
+    postgres) probe=pg_probe ;; mariadb) probe=mysql_probe ;; pglite) probe=pglite_probe ;;
+    influxdb) probe=influxdb_probe ;; victoriametrics) probe=victoriametrics_probe ;; secantus) probe=secantus_probe ;;
+    esac
     [ -n "$port" ] && pid_alive "$SVC_DIR/pids/$1.pid" && "$probe" "$port" >/dev/null 2>&1
 }
 
@@ -107,7 +118,7 @@ running() {
 
 install_missing() {
     local need_apt=() p
-    for p in mosquitto-clients sqlite3 postgresql mariadb-server mariadb-client; do
+    for p in mosquitto-clients sqlite3 postgresql mariadb-server mariadb-client influxdb victoria-metrics curl python3-venv; do
         [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || need_apt+=("$p")
     done
     command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
@@ -124,6 +135,14 @@ install_missing() {
     if ! cargo nextest --version >/dev/null 2>&1; then
         log "installing cargo-nextest"
         cargo install cargo-nextest --locked
+    fi
+
+    if [ ! -x "$SECANTUS_VENV/bin/secantusd-py" ] || [ ! -e "$SECANTUS_VENV/.installed" ]; then
+        log "installing SecantusDB and pymongo in $SECANTUS_VENV"
+        rm -rf "$SECANTUS_VENV"
+        python3 -m venv "$SECANTUS_VENV"
+        "$SECANTUS_VENV/bin/pip" install -q SecantusDB pymongo
+        touch "$SECANTUS_VENV/.installed"
     fi
 
     if [ ! -d "$PGLITE_DIR/node_modules" ]; then
@@ -261,6 +280,84 @@ pglite_down() {
     rm -f "$SVC_DIR/pids/pglite.pid"
 }
 
+# ------------------------------------------------------------------------------------ InfluxDB 1.x
+
+# No config file: everything from INFLUXDB_* variables. The HTTP and the RPC (backup) port are
+# both picked free and bound to loopback. Request bodies are capped at 2 MiB (the default is 25 MB)
+# so that the sink's answer to 413 can be tested with a modest batch.
+influxdb_up() {
+    local logf="$SVC_DIR/logs/influxdb.log" pidf="$SVC_DIR/pids/influxdb.pid" data="$SVC_DIR/data/influxdb" port rpc
+    if running influxdb; then
+        log "influxdb: already running on port $(stored_port influxdb)"
+        return
+    fi
+    influxdb_down
+    port="$(pick_port influxdb)"
+    rpc="$(pick_port influxdb-rpc)"
+    mkdir -p "$data"
+    log "influxdb: starting on 127.0.0.1:$port (rpc 127.0.0.1:$rpc)"
+    INFLUXDB_META_DIR="$data/meta" INFLUXDB_DATA_DIR="$data/data" INFLUXDB_DATA_WAL_DIR="$data/wal" \
+        INFLUXDB_HTTP_BIND_ADDRESS="127.0.0.1:$port" INFLUXDB_BIND_ADDRESS="127.0.0.1:$rpc" \
+        INFLUXDB_REPORTING_DISABLED=true INFLUXDB_HTTP_LOG_ENABLED=false INFLUXDB_DATA_QUERY_LOG_ENABLED=false \
+        INFLUXDB_HTTP_MAX_BODY_SIZE=2097152 \
+        start-stop-daemon --start --oknodo --background --make-pidfile --pidfile "$pidf" \
+        --output "$logf" --exec /usr/bin/influxd -- -config /dev/null </dev/null 9>&-
+    wait_for influxdb "$logf" "$pidf" influxdb_probe "$port"
+}
+
+influxdb_down() {
+    start-stop-daemon --stop --oknodo --quiet --retry 10 --pidfile "$SVC_DIR/pids/influxdb.pid" \
+        --exec /usr/bin/influxd --remove-pidfile || true
+    rm -f "$SVC_DIR/pids/influxdb.pid"
+}
+
+# ------------------------------------------------------------------------------- VictoriaMetrics
+
+victoriametrics_up() {
+    local logf="$SVC_DIR/logs/victoriametrics.log" pidf="$SVC_DIR/pids/victoriametrics.pid" port
+    if running victoriametrics; then
+        log "victoriametrics: already running on port $(stored_port victoriametrics)"
+        return
+    fi
+    victoriametrics_down
+    port="$(pick_port victoriametrics)"
+    log "victoriametrics: starting on 127.0.0.1:$port"
+    start-stop-daemon --start --oknodo --background --make-pidfile --pidfile "$pidf" \
+        --output "$logf" --exec /usr/bin/victoria-metrics -- \
+        -httpListenAddr="127.0.0.1:$port" -storageDataPath="$SVC_DIR/data/victoriametrics" \
+        -retentionPeriod=100y </dev/null 9>&-
+    wait_for victoriametrics "$logf" "$pidf" victoriametrics_probe "$port"
+}
+
+victoriametrics_down() {
+    start-stop-daemon --stop --oknodo --quiet --retry 10 --pidfile "$SVC_DIR/pids/victoriametrics.pid" \
+        --exec /usr/bin/victoria-metrics --remove-pidfile || true
+    rm -f "$SVC_DIR/pids/victoriametrics.pid"
+}
+
+# ---------------------------------------------------------------------------- SecantusDB (MongoDB)
+
+secantus_up() {
+    local logf="$SVC_DIR/logs/secantus.log" pidf="$SVC_DIR/pids/secantus.pid" port
+    if running secantus; then
+        log "secantus: already running on port $(stored_port secantus)"
+        return
+    fi
+    secantus_down
+    port="$(pick_port secantus)"
+    mkdir -p "$SVC_DIR/data/secantus"
+    log "secantus: starting on 127.0.0.1:$port"
+    start-stop-daemon --start --oknodo --background --make-pidfile --pidfile "$pidf" \
+        --output "$logf" --startas "$SECANTUS_VENV/bin/secantusd-py" -- \
+        --host 127.0.0.1 --port "$port" --storage-path "$SVC_DIR/data/secantus" </dev/null 9>&-
+    wait_for secantus "$logf" "$pidf" secantus_probe "$port"
+}
+
+secantus_down() {
+    start-stop-daemon --stop --oknodo --quiet --retry 10 --pidfile "$SVC_DIR/pids/secantus.pid" --remove-pidfile || true
+    rm -f "$SVC_DIR/pids/secantus.pid"
+}
+
 # ------------------------------------------------------------------------------------------ main
 
 env_lines() {
@@ -269,12 +366,15 @@ export ROOST_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$(stored_port pos
 export ROOST_TEST_POSTGRES_BIN=$PG_BIN
 export ROOST_TEST_MYSQL_URL=mysql://root@127.0.0.1:$(stored_port mariadb)/roost_test
 export ROOST_TEST_TIMESCALEDB_URL='postgresql://postgres:postgres@127.0.0.1:$(stored_port pglite)/postgres?sslmode=disable'
+export ROOST_TEST_INFLUXDB_URL=http://127.0.0.1:$(stored_port influxdb)
+export ROOST_TEST_VICTORIAMETRICS_URL=http://127.0.0.1:$(stored_port victoriametrics)
+export ROOST_TEST_MONGODB_URL='mongodb://127.0.0.1:$(stored_port secantus)/?directConnection=true'
 EOF
 }
 
 status() {
     local s port
-    for s in postgres mariadb pglite; do
+    for s in postgres mariadb pglite influxdb victoriametrics secantus; do
         port="$(stored_port "$s")"
         if running "$s"; then
             echo "$s: up, pid $(head -n1 "$SVC_DIR/pids/$s.pid"), port $port"
@@ -286,6 +386,7 @@ status() {
 
 mkdir -p "$SVC_DIR"
 SVC_DIR="$(cd "$SVC_DIR" && pwd)"
+SECANTUS_VENV="$SVC_DIR/secantus-venv"
 mkdir -p "$SVC_DIR"/{ports,pids,logs,data,run}
 chmod 755 "$SVC_DIR" "$SVC_DIR"/{data,run}
 
@@ -301,12 +402,19 @@ up)
     pg_up
     mysql_up
     pglite_up
+    influxdb_up
+    victoriametrics_up
+    secantus_up
     env_lines >"$SVC_DIR/env.tmp" && mv "$SVC_DIR/env.tmp" "$SVC_DIR/env"
     log "ready in $((SECONDS - start)) s: postgres :$(stored_port postgres), mariadb :$(stored_port mariadb)," \
-        "timescaledb (pglite) :$(stored_port pglite); env in $SVC_DIR/env" \
+        "timescaledb (pglite) :$(stored_port pglite), influxdb :$(stored_port influxdb)," \
+        "victoriametrics :$(stored_port victoriametrics), mongodb (secantus) :$(stored_port secantus); env in $SVC_DIR/env" \
         "(mosquitto-clients $(dpkg-query -W -f='${Version}' mosquitto-clients), sqlite3 $(sqlite3 --version | cut -d' ' -f1))"
     ;;
 down)
+    secantus_down
+    victoriametrics_down
+    influxdb_down
     pglite_down
     mysql_down
     pg_down

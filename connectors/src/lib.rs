@@ -4,19 +4,24 @@
 //!   outcome out (how many were written, which were rejected and why).
 //! - [`registry`]: builds a sink from its `kind` and options, with an error that lists the kinds
 //!   that exist when the kind is unknown.
-//! - one folder per database (`sqlite/`, ...), each `config.rs` (serde, `deny_unknown_fields`,
+//! - one folder per database (`sqlite/`, `postgres/`, `mysql/`, `influxdb/`, `mongodb/`), each `config.rs` (serde, `deny_unknown_fields`,
 //!   validation without I/O), `sink.rs` (the `Sink` impl), `schema.rs` (type and identifier
 //!   mapping), `tests.rs` (tests against the real database). Each sits behind a cargo feature.
 //!
 //! Batching, retries and backpressure belong to the caller (the broker's sink actor): a sink
 //! writes what it is given, once, and says whether trying again could help.
 
+#[cfg(feature = "influxdb")]
+pub mod influxdb;
+#[cfg(feature = "mongodb")]
+pub mod mongodb;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 pub mod names;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod registry;
+pub mod secret;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub mod sql;
 #[cfg(feature = "sqlite")]

@@ -20,6 +20,10 @@ pub const KINDS: &[&str] = &[
     "timescaledb",
     #[cfg(feature = "mysql")]
     "mysql",
+    #[cfg(feature = "influxdb")]
+    "influxdb",
+    #[cfg(feature = "mongodb")]
+    "mongodb",
 ];
 
 /// What a sink may need from the server to open.
@@ -38,6 +42,10 @@ pub fn validate(kind: &str, options: &Value, ctx: &SinkContext) -> Result<(), Si
         "postgres" | "timescaledb" => parse::<crate::postgres::PostgresConfig>(kind, options)?.validate(),
         #[cfg(feature = "mysql")]
         "mysql" => parse::<crate::mysql::MysqlConfig>(kind, options)?.validate(),
+        #[cfg(feature = "influxdb")]
+        "influxdb" => parse::<crate::influxdb::InfluxConfig>(kind, options)?.validate(),
+        #[cfg(feature = "mongodb")]
+        "mongodb" => parse::<crate::mongodb::MongoConfig>(kind, options)?.validate(),
         _ => Err(unknown_kind(kind)),
     }
 }
@@ -55,6 +63,10 @@ pub fn effective_options(kind: &str, options: &Value) -> Result<Value, SinkError
         }
         #[cfg(feature = "mysql")]
         "mysql" => to_value(serde_json::to_value(parse::<crate::mysql::MysqlConfig>(kind, options)?)),
+        #[cfg(feature = "influxdb")]
+        "influxdb" => to_value(serde_json::to_value(parse::<crate::influxdb::InfluxConfig>(kind, options)?)),
+        #[cfg(feature = "mongodb")]
+        "mongodb" => to_value(serde_json::to_value(parse::<crate::mongodb::MongoConfig>(kind, options)?)),
         _ => Err(unknown_kind(kind)),
     }
 }
@@ -77,6 +89,10 @@ pub async fn open(kind: &str, options: &Value, ctx: &SinkContext) -> Result<Box<
         }
         #[cfg(feature = "mysql")]
         "mysql" => Ok(Box::new(crate::mysql::MysqlSink::open(parse(kind, options)?).await?)),
+        #[cfg(feature = "influxdb")]
+        "influxdb" => Ok(Box::new(crate::influxdb::InfluxSink::open(parse(kind, options)?).await?)),
+        #[cfg(feature = "mongodb")]
+        "mongodb" => Ok(Box::new(crate::mongodb::MongoSink::open(parse(kind, options)?).await?)),
         _ => Err(unknown_kind(kind)),
     }
 }

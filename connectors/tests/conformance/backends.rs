@@ -28,6 +28,21 @@ pub struct Row {
     pub values: BTreeMap<String, Val>,
 }
 
+/// What a database does with a value whose type differs from the one stored before it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Conflicts {
+    /// The typed SQL schema policy: integer columns widen to double for a float, other
+    /// mismatches are refused alone.
+    Widen,
+    /// Every value keeps its own type (SQLite's dynamic typing, MongoDB documents).
+    KeepEach,
+    /// InfluxDB: the first type of a field in a shard wins; the server refuses the others.
+    FirstTypeWins,
+    /// VictoriaMetrics: every number (and boolean, as 0/1) is a float; strings are refused by
+    /// the sink (`string_fields = "reject"`).
+    NumbersOnly,
+}
+
 pub trait Backend {
     fn kind(&self) -> &'static str;
     fn options(&self) -> Value;
@@ -37,6 +52,27 @@ pub trait Backend {
     fn time_precision_ns(&self) -> i64;
     /// true: the typed SQL schema policy; false: SQLite's dynamic typing (values keep their type).
     fn typed(&self) -> bool;
+    /// What a type conflict does.
+    fn conflicts(&self) -> Conflicts {
+        if self.typed() {
+            Conflicts::Widen
+        } else {
+            Conflicts::KeepEach
+        }
+    }
+    /// true (SQL): names that differ only by case are one table/column; false (InfluxDB,
+    /// VictoriaMetrics, MongoDB): they are distinct measurements, fields, collections.
+    fn names_fold_case(&self) -> bool {
+        true
+    }
+    /// Whether string fields are stored (VictoriaMetrics stores only numbers).
+    fn stores_strings(&self) -> bool {
+        true
+    }
+    /// Makes the database refuse a second record with the same (device, time) in `table`.
+    async fn refuse_duplicate_times(&self, _table: &str) {
+        unimplemented!("{} has no unique constraint to arrange", self.kind())
+    }
     /// How a field value reads back.
     fn expect(&self, v: &FieldValue) -> Val {
         match v {
@@ -47,7 +83,8 @@ pub trait Backend {
         }
     }
     async fn rows(&self, table: &str) -> Vec<Row>;
-    /// Tables in the namespace, lower-cased and sorted.
+    /// Tables (measurements, collections) in the namespace, sorted; lower-cased where
+    /// [`Backend::names_fold_case`].
     async fn tables(&self) -> Vec<String>;
     /// Creates a table with a layout Roost did not make.
     async fn create_foreign_table(&self, table: &str);
@@ -381,5 +418,373 @@ impl Backend for Mysql {
             .await
             .unwrap();
         conn.disconnect().await.unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// `http://host:port[/...]` -> the host:port, and the URL with `addr` in its place.
+fn swap_http_host(url: &str, addr: SocketAddr) -> (SocketAddr, String) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (hostport, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    (hostport.parse().unwrap(), format!("{scheme}://{addr}{path}"))
+}
+
+/// InfluxDB 1.x through the v1 API: a database per test, read back with InfluxQL.
+pub struct Influx {
+    url: String,
+    db: String,
+}
+
+impl Influx {
+    pub async fn new() -> Influx {
+        let url = env_url("ROOST_TEST_INFLUXDB_URL");
+        let db = unique("conf");
+        let b = Influx { url, db };
+        b.query(&format!("CREATE DATABASE \"{}\"", b.db)).await;
+        b
+    }
+
+    /// Runs an InfluxQL statement in the test's database; the first result.
+    pub async fn query(&self, q: &str) -> Value {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/query", self.url))
+            .form(&[("db", self.db.as_str()), ("q", q), ("epoch", "ns")])
+            .send()
+            .await
+            .unwrap();
+        let v: Value = resp.json().await.unwrap();
+        assert!(v["results"][0].get("error").is_none() && v.get("error").is_none(), "{q}: {v}");
+        v["results"][0].clone()
+    }
+
+    /// The (name, values) of each row of the first series of `q`.
+    async fn series(&self, q: &str) -> (Vec<String>, Vec<Vec<Value>>) {
+        let r = self.query(q).await;
+        let Some(s) = r["series"].get(0) else { return (vec![], vec![]) };
+        let cols = s["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+        let rows = s["values"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().clone()).collect();
+        (cols, rows)
+    }
+}
+
+impl Backend for Influx {
+    fn kind(&self) -> &'static str {
+        "influxdb"
+    }
+    fn options(&self) -> Value {
+        json!({"url": self.url, "api": "v1", "db": self.db})
+    }
+    fn via_proxy(&self, proxy: SocketAddr) -> (SocketAddr, Value) {
+        let (target, url) = swap_http_host(&self.url, proxy);
+        (target, json!({"url": url, "api": "v1", "db": self.db, "timeout_ms": 2000}))
+    }
+    fn time_precision_ns(&self) -> i64 {
+        1
+    }
+    fn typed(&self) -> bool {
+        false
+    }
+    fn conflicts(&self) -> Conflicts {
+        Conflicts::FirstTypeWins
+    }
+    fn names_fold_case(&self) -> bool {
+        false
+    }
+    async fn rows(&self, table: &str) -> Vec<Row> {
+        let (_, types) = self.series(&format!("SHOW FIELD KEYS FROM \"{table}\"")).await;
+        let mut field_types: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for t in types {
+            field_types.entry(t[0].as_str().unwrap().into()).or_default().push(t[1].as_str().unwrap().into());
+        }
+        let (cols, rows) = self.series(&format!("SELECT * FROM \"{table}\"")).await;
+        rows.into_iter()
+            .map(|r| {
+                let mut row =
+                    Row { time: r[0].as_i64().unwrap(), device: String::new(), values: BTreeMap::new() };
+                for (name, v) in cols.iter().zip(&r).skip(1) {
+                    let val = match (field_types.get(name), v) {
+                        (_, Value::Null) => continue,
+                        (None, Value::String(s)) if name == "device" => {
+                            row.device = s.clone();
+                            continue;
+                        }
+                        (None, Value::String(s)) => Val::Str(s.clone()),
+                        (Some(_), Value::String(s)) => Val::Str(s.clone()),
+                        (Some(_), Value::Bool(b)) => Val::Bool(*b),
+                        (Some(t), Value::Number(n)) if t.iter().all(|t| t == "integer") => {
+                            Val::Int(n.as_i64().unwrap())
+                        }
+                        (Some(_), Value::Number(n)) => Val::Float(n.as_f64().unwrap()),
+                        (t, v) => panic!("unexpected {v} in {table}.{name} ({t:?})"),
+                    };
+                    row.values.insert(name.to_ascii_lowercase(), val);
+                }
+                row
+            })
+            .collect()
+    }
+    async fn tables(&self) -> Vec<String> {
+        let (_, rows) = self.series("SHOW MEASUREMENTS").await;
+        let mut t: Vec<String> = rows.into_iter().map(|r| r[0].as_str().unwrap().to_owned()).collect();
+        t.sort();
+        t
+    }
+    async fn create_foreign_table(&self, _: &str) {
+        unreachable!("InfluxDB is schemaless: there is no layout a measurement could have")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// VictoriaMetrics through the v2 API: a measurement prefix per test, read back through
+/// `/api/v1/export` (polled: samples become visible one to two seconds after the write).
+pub struct Victoria {
+    url: String,
+    prefix: String,
+}
+
+/// VictoriaMetrics keeps about 12 significant digits (truncated); both sides of a comparison
+/// are rounded to 11.
+pub fn vm_round(f: f64) -> f64 {
+    format!("{f:.10e}").parse().unwrap()
+}
+
+impl Victoria {
+    pub async fn new() -> Victoria {
+        Victoria { url: env_url("ROOST_TEST_VICTORIAMETRICS_URL"), prefix: format!("{}_", unique("conf")) }
+    }
+
+    /// Every exported series whose name matches `regex`: (labels, values, timestamps in ms).
+    async fn export_once(&self, regex: &str) -> Vec<(BTreeMap<String, String>, Vec<f64>, Vec<i64>)> {
+        let text = reqwest::Client::new()
+            .post(format!("{}/api/v1/export", self.url))
+            .form(&[("match[]", format!("{{__name__=~\"{regex}\"}}"))])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                let labels = v["metric"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                    .collect();
+                let values = v["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+                let times = v["timestamps"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+                (labels, values, times)
+            })
+            .collect()
+    }
+
+    /// [`Self::export_once`] once the sample count has held still for 5.5 s (and, while it is 0, for
+    /// 10 s since the first look: VictoriaMetrics 1.79 makes new samples searchable within about
+    /// 5 s; 30 s at most).
+    pub async fn export(&self, regex: &str) -> Vec<(BTreeMap<String, String>, Vec<f64>, Vec<i64>)> {
+        let started = std::time::Instant::now();
+        let mut last = (usize::MAX, std::time::Instant::now());
+        loop {
+            let got = self.export_once(regex).await;
+            let n: usize = got.iter().map(|s| s.1.len()).sum();
+            if n != last.0 {
+                last = (n, std::time::Instant::now());
+            } else if last.1.elapsed() > std::time::Duration::from_millis(5500)
+                && (n > 0 || started.elapsed().as_secs() >= 10)
+            {
+                return got;
+            }
+            assert!(started.elapsed().as_secs() < 30, "export of {regex} did not settle");
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Backend for Victoria {
+    fn kind(&self) -> &'static str {
+        "influxdb"
+    }
+    fn options(&self) -> Value {
+        json!({"url": self.url, "api": "v2", "org": "roost", "bucket": "roost",
+               "measurement_prefix": self.prefix, "string_fields": "reject"})
+    }
+    fn via_proxy(&self, proxy: SocketAddr) -> (SocketAddr, Value) {
+        let (target, url) = swap_http_host(&self.url, proxy);
+        let mut o = self.options();
+        o["url"] = json!(url);
+        o["timeout_ms"] = json!(2000);
+        (target, o)
+    }
+    fn time_precision_ns(&self) -> i64 {
+        1_000_000
+    }
+    fn typed(&self) -> bool {
+        false
+    }
+    fn conflicts(&self) -> Conflicts {
+        Conflicts::NumbersOnly
+    }
+    fn names_fold_case(&self) -> bool {
+        false
+    }
+    fn stores_strings(&self) -> bool {
+        false
+    }
+    fn expect(&self, v: &FieldValue) -> Val {
+        match v {
+            FieldValue::Int(i) => Val::Float(vm_round(*i as f64)),
+            FieldValue::Float(f) => Val::Float(vm_round(*f)),
+            FieldValue::Bool(b) => Val::Float(if *b { 1.0 } else { 0.0 }),
+            FieldValue::Str(s) => panic!("VictoriaMetrics stores no strings ({s:?})"),
+        }
+    }
+    async fn rows(&self, table: &str) -> Vec<Row> {
+        let name = format!("{}{table}_", self.prefix);
+        let mut rows: BTreeMap<(i64, Vec<(String, String)>), Row> = BTreeMap::new();
+        for (mut labels, values, times) in self.export(&format!("{name}.+")).await {
+            let field = labels.remove("__name__").unwrap()[name.len()..].to_ascii_lowercase();
+            let device = labels.remove("device").unwrap_or_default();
+            for (v, t) in values.into_iter().zip(times) {
+                let mut key: Vec<(String, String)> = labels.clone().into_iter().collect();
+                key.push(("device".into(), device.clone()));
+                let row = rows.entry((t, key)).or_insert_with(|| Row {
+                    time: t * 1_000_000,
+                    device: device.clone(),
+                    values: labels
+                        .iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), Val::Str(v.clone())))
+                        .collect(),
+                });
+                let old = row.values.insert(field.clone(), Val::Float(vm_round(v)));
+                assert!(old.is_none(), "two samples of {field} at {t} ms for one series");
+            }
+        }
+        rows.into_values().collect()
+    }
+    async fn tables(&self) -> Vec<String> {
+        // Metric names are `<measurement>_<field>`; the cases' measurements hold no '_'.
+        let mut t: Vec<String> = self
+            .export(&format!("{}.+", self.prefix))
+            .await
+            .into_iter()
+            .map(|(l, _, _)| l["__name__"][self.prefix.len()..].split('_').next().unwrap().to_owned())
+            .collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+    async fn create_foreign_table(&self, _: &str) {
+        unreachable!("VictoriaMetrics is schemaless")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// A MongoDB-wire server (SecantusDB here): a database per test, read back with the driver.
+pub struct Mongo {
+    url: String,
+    db: String,
+    timeseries: bool,
+}
+
+impl Mongo {
+    pub async fn new(timeseries: bool) -> Mongo {
+        Mongo { url: env_url("ROOST_TEST_MONGODB_URL"), db: unique("conf"), timeseries }
+    }
+
+    pub async fn database(&self) -> mongodb::Database {
+        mongodb::Client::with_uri_str(&self.url).await.unwrap().database(&self.db)
+    }
+}
+
+impl Backend for Mongo {
+    fn kind(&self) -> &'static str {
+        "mongodb"
+    }
+    fn options(&self) -> Value {
+        json!({"url": self.url, "database": self.db, "timeseries": self.timeseries})
+    }
+    fn via_proxy(&self, proxy: SocketAddr) -> (SocketAddr, Value) {
+        let (target, url) = swap_http_host(&self.url, proxy);
+        let mut o = self.options();
+        o["url"] = json!(format!("{url}&serverSelectionTimeoutMS=2000&heartbeatFrequencyMS=500"));
+        (target, o)
+    }
+    fn time_precision_ns(&self) -> i64 {
+        1_000_000
+    }
+    fn typed(&self) -> bool {
+        false
+    }
+    fn names_fold_case(&self) -> bool {
+        false
+    }
+    async fn rows(&self, table: &str) -> Vec<Row> {
+        use mongodb::bson::{Bson, Document};
+        let coll = self.database().await.collection::<Document>(table);
+        let mut cursor =
+            coll.find(mongodb::bson::doc! {}).sort(mongodb::bson::doc! {"time": 1}).await.unwrap();
+        let mut out = Vec::new();
+        while cursor.advance().await.unwrap() {
+            let d = cursor.deserialize_current().unwrap();
+            let meta = d.get_document("meta").unwrap();
+            let mut values: BTreeMap<String, Val> = meta
+                .iter()
+                .filter(|(k, _)| *k != "device")
+                .map(|(k, v)| (k.to_ascii_lowercase(), Val::Str(v.as_str().unwrap().to_owned())))
+                .collect();
+            for (k, v) in d.iter().filter(|(k, _)| !matches!(k.as_str(), "_id" | "time" | "meta")) {
+                let val = match v {
+                    Bson::Int64(i) => Val::Int(*i),
+                    Bson::Int32(i) => Val::Int(i64::from(*i)),
+                    Bson::Double(f) => Val::Float(*f),
+                    Bson::Boolean(b) => Val::Bool(*b),
+                    Bson::String(s) => Val::Str(s.clone()),
+                    other => panic!("unexpected {other:?} in {table}.{k}"),
+                };
+                values.insert(k.to_ascii_lowercase(), val);
+            }
+            out.push(Row {
+                time: d.get_datetime("time").unwrap().timestamp_millis() * 1_000_000,
+                device: meta.get_str("device").unwrap().to_owned(),
+                values,
+            });
+        }
+        out
+    }
+    async fn tables(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .database()
+            .await
+            .list_collection_names()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|n| !n.starts_with("system."))
+            .collect();
+        t.sort();
+        t
+    }
+    async fn create_foreign_table(&self, _: &str) {
+        unreachable!("MongoDB is schemaless")
+    }
+    async fn refuse_duplicate_times(&self, table: &str) {
+        let db = self.database().await;
+        db.create_collection(table).await.unwrap();
+        let index = mongodb::IndexModel::builder()
+            .keys(mongodb::bson::doc! {"meta.device": 1, "time": 1})
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .unique(true)
+                    .name("device_time_unique".to_owned())
+                    .build(),
+            )
+            .build();
+        db.collection::<mongodb::bson::Document>(table).create_index(index).await.unwrap();
     }
 }

@@ -1,8 +1,10 @@
 //! The sink conformance suite: one set of cases every sink must pass, run against the real
-//! database of each (SQLite file, PostgreSQL 15, TimescaleDB on PGlite, MariaDB).
+//! database of each (SQLite file, PostgreSQL 15, TimescaleDB on PGlite, MariaDB, InfluxDB 1.x,
+//! VictoriaMetrics, a MongoDB-wire server).
 //!
-//! Live databases are found through `ROOST_TEST_POSTGRES_URL`, `ROOST_TEST_TIMESCALEDB_URL` and
-//! `ROOST_TEST_MYSQL_URL`, which `make test` sets (after `scripts/services.sh` starts them). A
+//! Live databases are found through `ROOST_TEST_POSTGRES_URL`, `ROOST_TEST_TIMESCALEDB_URL`,
+//! `ROOST_TEST_MYSQL_URL`, `ROOST_TEST_INFLUXDB_URL`, `ROOST_TEST_VICTORIAMETRICS_URL` and
+//! `ROOST_TEST_MONGODB_URL`, which `make test` sets (after `scripts/services.sh` starts them). A
 //! missing variable fails the test with that message rather than skipping it.
 
 mod backends;
@@ -62,4 +64,45 @@ all_cases!(
     backends::Mysql::new(),
     two_sinks_writing_one_table_concurrently,
     the_database_going_away_between_batches
+);
+
+/// The cases every schemaless database runs. `a_table_not_created_by_roost_...` is left out:
+/// without a schema there is no layout a foreign measurement or collection could have.
+macro_rules! schemaless_cases {
+    ($backend:ident, $make:expr $(, $extra:ident)*) => {
+        conformance!($backend, $make, [
+            every_type_round_trips,
+            a_field_that_appears_later_adds_a_column,
+            type_conflicts_follow_the_schema_policy,
+            hostile_identifiers_reject_only_their_record,
+            names_that_differ_only_by_case_share_a_column,
+            an_empty_batch_writes_nothing,
+            a_batch_of_ten_thousand_records,
+            two_sinks_writing_one_table_concurrently,
+            the_database_going_away_between_batches,
+            $($extra),*
+        ]);
+    };
+}
+
+// InfluxDB 1.x through the v1 API.
+schemaless_cases!(
+    influxdb_v1,
+    backends::Influx::new(),
+    lines_the_server_refuses_are_rejected_and_the_rest_written
+);
+// VictoriaMetrics through the v2 API. It answers 204 even for lines it cannot parse (it logs and
+// skips them) and has no field types to conflict, so no line is ever refused by the server:
+// the partial-write case cannot apply.
+schemaless_cases!(victoriametrics_v2, backends::Victoria::new());
+schemaless_cases!(
+    mongodb,
+    backends::Mongo::new(false),
+    documents_the_server_refuses_are_rejected_and_the_rest_written
+);
+// Time-series collections (emulated by SecantusDB): the same documents, read back the same way.
+conformance!(
+    mongodb_timeseries,
+    backends::Mongo::new(true),
+    [every_type_round_trips, a_field_that_appears_later_adds_a_column, a_batch_of_ten_thousand_records,]
 );

@@ -1,0 +1,276 @@
+//! The `Sink` impl for MongoDB: documents built off the async threads, one unordered
+//! `insert_many` per collection per batch.
+//!
+//! A write error on one document (a duplicate in a unique index, a validator refusing it)
+//! rejects that record alone; the server went on with the others. A duplicate `_id` means the
+//! same record is already stored (a retry of a batch that was partly written), so it counts as
+//! written. Errors that say the server is away or stepping down make the whole batch
+//! [`SinkError::Unavailable`]: writing it again is idempotent on plain collections, where `_id`
+//! is unique (MongoDB does not enforce a unique `_id` in time-series collections).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::error::{Error as MongoError, ErrorKind};
+use mongodb::options::{ClientOptions, TimeseriesOptions};
+use mongodb::{Client, IndexModel};
+use roost_core::Record;
+use tracing::{debug, info, warn};
+
+use super::config::MongoConfig;
+use super::schema::document;
+use crate::{names, Rejected, Sink, SinkError, WriteOutcome};
+
+/// Server error codes that mean "try again later", not "this document is refused".
+const TRANSIENT_CODES: &[i32] = &[
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    189,   // PrimarySteppedDown
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+];
+
+/// Writes batches to one MongoDB database.
+pub struct MongoSink {
+    config: MongoConfig,
+    client: Client,
+    /// Collections this sink created or found.
+    known: HashSet<String>,
+}
+
+/// One collection's share of a batch.
+struct Group {
+    collection: String,
+    docs: Vec<Document>,
+    /// The batch index of each document.
+    indices: Vec<usize>,
+}
+
+impl MongoSink {
+    /// Builds the client; connecting happens on the first write.
+    pub async fn open(config: MongoConfig) -> Result<Self, SinkError> {
+        config.validate()?;
+        let mut options = ClientOptions::parse(&config.url)
+            .await
+            .map_err(|e| SinkError::Config(format!("mongodb sink: url: {}", e.kind)))?;
+        options.app_name.get_or_insert_with(|| "roost".into());
+        options.server_selection_timeout.get_or_insert(Duration::from_secs(10));
+        let client = Client::with_options(options)
+            .map_err(|e| SinkError::Config(format!("mongodb sink: client: {}", e.kind)))?;
+        Ok(MongoSink { config, client, known: HashSet::new() })
+    }
+
+    /// Creates `name` unless this sink has seen it: time-series if asked and accepted, and the
+    /// `(meta.device, time)` index.
+    async fn ensure_collection(&mut self, name: &str) -> Result<(), SinkError> {
+        if self.known.contains(name) {
+            return Ok(());
+        }
+        let db = self.client.database(&self.config.database);
+        let exists =
+            !db.list_collection_names().filter(doc! {"name": name}).await.map_err(|e| failed(&e))?.is_empty();
+        if !exists {
+            let mut made = false;
+            if self.config.timeseries {
+                let ts = TimeseriesOptions::builder()
+                    .time_field(names::TIME.to_owned())
+                    .meta_field(Some("meta".to_owned()))
+                    .build();
+                match db.create_collection(name).timeseries(ts).await {
+                    Ok(()) => made = true,
+                    Err(e) if code(&e) == Some(48) => made = true, // NamespaceExists: another writer
+                    Err(e) if is_transient(&e) => return Err(failed(&e)),
+                    Err(e) => warn!(
+                        sink = "mongodb",
+                        collection = name,
+                        error = %e.kind,
+                        "the server refused a time-series collection; making a plain one"
+                    ),
+                }
+            }
+            if !made {
+                match db.create_collection(name).await {
+                    Ok(()) => {}
+                    Err(e) if code(&e) == Some(48) => {}
+                    Err(e) => return Err(failed(&e)),
+                }
+            }
+            info!(
+                sink = "mongodb",
+                collection = name,
+                timeseries = self.config.timeseries && made,
+                "collection created"
+            );
+        }
+        let index = IndexModel::builder().keys(doc! {"meta.device": 1, "time": 1}).build();
+        if let Err(e) = db.collection::<Document>(name).create_index(index).await {
+            if is_transient(&e) {
+                return Err(failed(&e));
+            }
+            warn!(sink = "mongodb", collection = name, error = %e.kind, "could not create the (meta.device, time) index");
+        }
+        self.known.insert(name.to_owned());
+        Ok(())
+    }
+}
+
+/// Documents for every record that passes the name rule, grouped by collection.
+fn encode(batch: &[Record], prefix: &str) -> (Vec<Group>, Vec<Rejected>) {
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+    let mut rejected = Vec::new();
+    for (index, r) in batch.iter().enumerate() {
+        match names::check_record(r).and_then(|()| document(r)) {
+            Ok(doc) => {
+                let collection = format!("{prefix}{}", r.measurement);
+                let g = groups.entry(collection.clone()).or_insert_with(|| Group {
+                    collection,
+                    docs: Vec::new(),
+                    indices: Vec::new(),
+                });
+                g.docs.push(doc);
+                g.indices.push(index);
+            }
+            Err(reason) => rejected.push(Rejected { index, reason }),
+        }
+    }
+    (groups.into_values().collect(), rejected)
+}
+
+#[async_trait]
+impl Sink for MongoSink {
+    fn kind(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn write(&mut self, batch: Arc<Vec<Record>>) -> Result<WriteOutcome, SinkError> {
+        if batch.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        let started = Instant::now();
+        let prefix = self.config.collection_prefix.clone();
+        let b = batch.clone();
+        let (groups, mut rejected) = tokio::task::spawn_blocking(move || encode(&b, &prefix))
+            .await
+            .map_err(|e| SinkError::Unavailable(format!("mongodb sink: encode task: {e}")))?;
+        let db = self.client.database(&self.config.database);
+        for g in groups {
+            self.ensure_collection(&g.collection).await?;
+            let coll = db.collection::<Document>(&g.collection);
+            let ids: Vec<Bson> = g.docs.iter().map(|d| d.get("_id").cloned().unwrap_or(Bson::Null)).collect();
+            let result = coll.insert_many(g.docs).ordered(false).await;
+            let Err(e) = result else { continue };
+            let ErrorKind::InsertMany(ime) = e.kind.as_ref() else {
+                return Err(failed(&e));
+            };
+            if let Some(wce) = &ime.write_concern_error {
+                return Err(SinkError::Unavailable(format!(
+                    "mongodb sink: write concern not satisfied: {} ({})",
+                    wce.message, wce.code
+                )));
+            }
+            // Duplicates on another unique index may still be our own documents, stored by an
+            // earlier attempt at this batch: those with their `_id` already there count as written.
+            let mut dup_ids = Vec::new();
+            for we in ime.write_errors.iter().flatten() {
+                if TRANSIENT_CODES.contains(&we.code) {
+                    return Err(SinkError::Unavailable(format!(
+                        "mongodb sink: {} ({})",
+                        we.message, we.code
+                    )));
+                }
+                if we.index >= g.indices.len() {
+                    return Err(SinkError::Unavailable(format!(
+                        "mongodb sink: a write error names document {} of {}",
+                        we.index,
+                        g.indices.len()
+                    )));
+                }
+                if we.code == 11000 && !we.message.contains("index: _id_ ") {
+                    dup_ids.push(ids[we.index].clone());
+                }
+            }
+            let stored: Vec<Bson> = if dup_ids.is_empty() {
+                Vec::new()
+            } else {
+                let mut cursor = coll
+                    .find(doc! {"_id": {"$in": dup_ids}})
+                    .projection(doc! {"_id": 1})
+                    .await
+                    .map_err(|e| failed(&e))?;
+                let mut stored = Vec::new();
+                while cursor.advance().await.map_err(|e| failed(&e))? {
+                    if let Ok(d) = cursor.deserialize_current() {
+                        stored.extend(d.get("_id").cloned());
+                    }
+                }
+                stored
+            };
+            for we in ime.write_errors.iter().flatten() {
+                let id_stored = stored.contains(&ids[we.index]);
+                if we.code == 11000 && (we.message.contains("index: _id_ ") || id_stored) {
+                    continue; // already stored by an earlier attempt
+                }
+                rejected.push(Rejected {
+                    index: g.indices[we.index],
+                    reason: format!("{} (code {})", we.message, we.code),
+                });
+            }
+        }
+        rejected.sort_by_key(|r| r.index);
+        let written = batch.len() - rejected.len();
+        debug!(
+            sink = "mongodb",
+            records = batch.len(),
+            written,
+            rejected = rejected.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "batch written"
+        );
+        Ok(WriteOutcome { written, rejected })
+    }
+}
+
+/// The server's error code, when the error came from the server.
+fn code(e: &MongoError) -> Option<i32> {
+    use mongodb::error::WriteFailure;
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => Some(w.code),
+        _ => None,
+    }
+}
+
+fn is_transient(e: &MongoError) -> bool {
+    matches!(
+        e.kind.as_ref(),
+        ErrorKind::Io(_)
+            | ErrorKind::ServerSelection { .. }
+            | ErrorKind::ConnectionPoolCleared { .. }
+            | ErrorKind::Shutdown
+    ) || e.contains_label("NetworkError")
+        || e.contains_label("RetryableWriteError")
+        || code(e).is_some_and(|c| TRANSIENT_CODES.contains(&c))
+}
+
+/// A failed operation: a configuration problem (credentials, permissions) or "later".
+fn failed(e: &MongoError) -> SinkError {
+    match e.kind.as_ref() {
+        ErrorKind::Authentication { .. } => SinkError::Config(format!(
+            "mongodb sink: authentication failed: {}; check the url's credentials",
+            e.kind
+        )),
+        _ if code(e) == Some(13) => SinkError::Config(format!("mongodb sink: not authorized: {}", e.kind)),
+        _ => SinkError::Unavailable(format!("mongodb sink: {}", e.kind)),
+    }
+}
