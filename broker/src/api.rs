@@ -34,6 +34,8 @@ pub struct ApiState {
     /// The dead-letter store (`/api/v1/deadletters`) and where replayed letters go.
     pub dead_letters: crate::deadletter::DeadLetters,
     pub replay: crate::deadletter::api::Replay,
+    /// The board command service (`/api/v1/boards/...`, see `boards::api`).
+    pub boards: Arc<crate::boards::BoardService>,
 }
 
 /// An API error, rendered as JSON.
@@ -78,7 +80,8 @@ pub fn start(listen: SocketAddr, state: Arc<ApiState>) -> std::io::Result<(Socke
                 web::scope("/api/v1")
                     .wrap(from_fn(require_token))
                     .route("/status", web::get().to(status))
-                    .configure(crate::deadletter::api::configure),
+                    .configure(crate::deadletter::api::configure)
+                    .configure(crate::boards::api::configure),
             )
             .default_service(web::to(|| async { ApiError::NotFound.error_response() }))
     })

@@ -1,4 +1,5 @@
-//! The `roost` command line: `serve`, `status`, `stop` and `config check`. Client commands find
+//! The `roost` command line: `serve`, `status`, `stop`, `config check` and `board ...` (in
+//! `boards::cli`). Client commands find
 //! the running server through the data directory (its token and `runtime.json`).
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Boards: list, run code, upload files, rename (names are hostlists: `b-[1-3],lab.pi4`).
+    Board {
+        #[command(subcommand)]
+        command: crate::boards::cli::BoardCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +119,10 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("# configuration is valid; effective settings (secrets masked):");
             print!("{}", settings.redacted());
             Ok(())
+        }
+        Command::Board { command } => {
+            let settings = cli.settings(Overrides::default())?;
+            crate::boards::cli::run(command, &settings)
         }
     }
 }

@@ -49,6 +49,9 @@ pub struct Settings {
     /// `[deadletter]`: the store of what could not be written or mapped.
     #[serde(default)]
     pub deadletter: crate::deadletter::DeadLetterSettings,
+    /// `[boards]`: the board command channel.
+    #[serde(default)]
+    pub boards: crate::boards::BoardSettings,
 }
 
 /// `[mqtt]`: the embedded broker's listener.
@@ -184,6 +187,7 @@ impl Settings {
         if self.mqtt.max_packet_size < 1024 {
             return Err(invalid("mqtt.max_packet_size".into(), "must be at least 1024 bytes".into()));
         }
+        self.boards.validate().map_err(|m| invalid("boards".into(), m))?;
         let ctx = SinkContext { data_dir: self.data_dir.clone() };
         let sinks = self.sink_specs()?;
         let mut names = HashSet::new();

@@ -10,9 +10,11 @@
 //! - [`deadletter`]: what could not be written or mapped, kept to be listed and replayed.
 //! - [`client`]: the admin API client the CLI's client commands share.
 //! - [`server`]: wiring, serving and the ordered shutdown.
-//! - [`cli`]: `roost serve | status | stop | config check`.
+//! - [`cli`]: `roost serve | status | stop | config check | board ...`.
+//! - [`boards`]: the board command service (registry, requests, `/api/v1/boards`, `roost board`).
 
 pub mod api;
+pub mod boards;
 pub mod cli;
 pub mod client;
 pub mod config;

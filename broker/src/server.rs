@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::api::{self, ApiState};
+use crate::boards::BoardService;
 use crate::config::Settings;
 use crate::datadir;
 use crate::deadletter::api::{Replay, Targets};
@@ -94,6 +95,10 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
     drop(sink_handles);
     actors.close();
 
+    // The board service: its registry, fed by the broker's hooks, driven by the API.
+    let max_payload = (settings.mqtt.max_packet_size as usize).saturating_sub(512);
+    let boards = BoardService::start(settings.boards.clone(), &data_dir, max_payload)?;
+
     let state = Arc::new(ApiState {
         token,
         started,
@@ -104,6 +109,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
         sinks: sink_stats.clone(),
         dead_letters: dead_letters.clone(),
         replay: Replay::new(replay),
+        boards: boards.clone(),
     });
     let (api_addr, api) = api::start(settings.api.listen, state.clone())
         .map_err(|e| anyhow!("cannot listen on {} (setting api.listen): {e}", settings.api.listen))?;
@@ -124,6 +130,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
         },
         ingest,
         stats.clone(),
+        boards.clone(),
     )
     .await?;
     let _ = state.mqtt_addr.set(broker.local_addr());
@@ -160,6 +167,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
     api.stop(true).await;
     dead_letters.flush().await;
     drop(broker);
+    boards.flush();
 
     let lost = failed() - failed_before + sink_stats.iter().map(|s| s.backlog()).sum::<u64>();
     if !drained || lost > 0 {

@@ -8,6 +8,12 @@
 //! pipeline slows the publisher down. (`MessagePublish` itself runs before the ACL check, which is
 //! why ingest does not use it.)
 //!
+//! Boards (marked `boards:` below): publishes under `roost/boards/` are checked against the
+//! board rules ([`crate::boards::acl`]) in the same ACL hook and handed to the board service
+//! instead of ingest; subscriptions and last wills are checked too; disconnects are reported;
+//! and [`CmdSender`] publishes board commands in-process (`SessionState::forwards` from a system
+//! sender), the only way anything reaches a `cmd` topic.
+//!
 //! rmqtt has no graceful-shutdown call: [`Broker::stop`] stops accepting connections by aborting
 //! the listener task, then kicks every session.
 
@@ -23,11 +29,18 @@ use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
 use rmqtt::types::PublishAclResult;
+// boards:
+use rmqtt::codec::types::{Publish as CodecPublish, QoS};
+use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::session::SessionState;
+use rmqtt::types::{From as MsgFrom, Id, Publish as RmqttPublish, SubscribeAclResult};
 use roost_core::{envelope, topic, Message};
 use thiserror::Error;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::boards::acl::{self, PublishVerdict};
+use crate::boards::{BoardService, CmdPublisher};
 use crate::pipeline::Ingest;
 use crate::stats::Stats;
 
@@ -60,6 +73,7 @@ impl Broker {
         cfg: ListenerConfig,
         ingest: Arc<Ingest>,
         stats: Arc<Stats>,
+        boards: Arc<BoardService>,
     ) -> Result<Broker, MqttError> {
         let bind_err = |e: rmqtt::Error| MqttError::Bind {
             addr: cfg.listen,
@@ -76,6 +90,9 @@ impl Broker {
             .max_inflight(NonZeroU16::new(cfg.max_inflight).unwrap_or(NonZeroU16::MIN))
             .max_connections(cfg.max_connections)
             .nodelay(true)
+            // A restarted Roost binds its port again at once, even while connections of the
+            // previous run (boards reconnecting) linger in TIME_WAIT.
+            .reuseaddr(Some(true))
             .bind()
             .map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
@@ -83,11 +100,15 @@ impl Broker {
 
         let scx = ServerContext::new().build().await;
         let register = scx.extends.hook_mgr().register();
-        let hooks = Hooks(Arc::new(HookState { ingest, stats }));
+        let hooks = Hooks(Arc::new(HookState { ingest, stats, boards: boards.clone() }));
         register.add(Type::MessagePublishCheckAcl, Box::new(hooks.clone())).await;
+        // boards: subscription ACL and last wills.
+        register.add(Type::ClientSubscribeCheckAcl, Box::new(hooks.clone())).await;
+        register.add(Type::MessagePublish, Box::new(hooks.clone())).await;
         register.add(Type::ClientConnected, Box::new(hooks.clone())).await;
         register.add(Type::ClientDisconnected, Box::new(hooks)).await;
         register.start().await;
+        boards.set_publisher(Arc::new(CmdSender { scx: scx.clone() }));
 
         // rmqtt keys listeners by port; with port 0 the key would be 0, so give it one.
         let server = MqttServer::new(scx.clone()).listener_by_id(listener, 1).build();
@@ -136,6 +157,41 @@ struct Hooks(Arc<HookState>);
 struct HookState {
     ingest: Arc<Ingest>,
     stats: Arc<Stats>,
+    boards: Arc<BoardService>,
+}
+
+/// boards: a key for one client connection (a reconnect with the same client id is another).
+fn conn_key(id: &Id) -> String {
+    format!("{}|{:?}|{}", id.client_id, id.remote_addr, id.create_time)
+}
+
+/// boards: the client's identity for the board rules.
+fn identity(id: &Id) -> acl::Identity<'_> {
+    acl::Identity { client_id: &id.client_id, username: id.username.as_deref() }
+}
+
+/// boards: publishes board commands from inside the broker, as the system.
+struct CmdSender {
+    scx: ServerContext,
+}
+
+#[async_trait]
+impl CmdPublisher for CmdSender {
+    async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+        let publish = CodecPublish {
+            dup: false,
+            retain: false,
+            qos: QoS::AtLeastOnce,
+            topic: topic.into(),
+            packet_id: None,
+            payload: payload.into(),
+            properties: None,
+        };
+        let publish =
+            RmqttPublish::new(Box::new(publish), None, None, Some(envelope::now_ns() as i64 / 1_000_000));
+        let from = MsgFrom::from_system(Id::from(self.scx.node.id(), "roost".into()));
+        SessionState::forwards(&self.scx, from, publish, false, None).await.map_err(|e| e.to_string())
+    }
 }
 
 #[async_trait]
@@ -145,6 +201,26 @@ impl Handler for Hooks {
             Parameter::MessagePublishCheckAcl(session, publish) => {
                 let topic_name: &str = &publish.topic;
                 let client_id: &str = &session.id.client_id;
+                // boards: board topics go to the board service, never to ingest.
+                match acl::check_publish(identity(&session.id), topic_name) {
+                    PublishVerdict::NotBoardTopic => {}
+                    PublishVerdict::Allowed { board, channel } => {
+                        let conn = conn_key(&session.id);
+                        self.0.boards.on_publish(&conn, board, channel, &publish.payload).await;
+                        return (true, acc);
+                    }
+                    PublishVerdict::Denied(reason) => {
+                        self.0.boards.counters.publishes_denied.fetch_add(1, Relaxed);
+                        warn!(
+                            client_id,
+                            topic = topic_name,
+                            reason,
+                            "board topic publish refused; disconnecting"
+                        );
+                        let refused = PublishAclResult::rejected(true, Some(reason.into()));
+                        return (false, Some(HookResult::PublishAclResult(refused)));
+                    }
+                }
                 let device = match topic::device_topic(topic_name) {
                     Some((d, _)) => d.to_owned(),
                     None => client_id.to_owned(),
@@ -176,9 +252,47 @@ impl Handler for Hooks {
                 self.0.stats.connections.fetch_add(1, Relaxed);
                 (true, acc)
             }
-            Parameter::ClientDisconnected(..) => {
+            Parameter::ClientDisconnected(session, _) => {
                 self.0.stats.connections.fetch_sub(1, Relaxed);
+                self.0.boards.on_disconnect(&conn_key(&session.id)); // boards:
                 (true, acc)
+            }
+            // boards: no subscription to another board's commands or replies.
+            Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
+                match acl::check_subscribe(identity(&session.id), &subscribe.topic_filter) {
+                    Ok(()) => (true, acc),
+                    Err(reason) => {
+                        self.0.boards.counters.subscribes_denied.fetch_add(1, Relaxed);
+                        warn!(client_id = %session.id.client_id, filter = %subscribe.topic_filter, reason, "subscription refused");
+                        let refused = SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized);
+                        (false, Some(HookResult::SubscribeAclResult(refused)))
+                    }
+                }
+            }
+            // boards: a last will skips the publish ACL, so it is checked here. A will the client
+            // could not have published is neutralised (rmqtt cannot drop it: it is rewritten to
+            // an empty message on a `$` topic no wildcard matches).
+            Parameter::MessagePublish(_, from, publish)
+                if matches!(from.typ(), rmqtt::types::FromType::LastWill) =>
+            {
+                match acl::check_publish(identity(&from.id), &publish.topic) {
+                    PublishVerdict::NotBoardTopic => (true, acc),
+                    PublishVerdict::Allowed { board, channel } => {
+                        if channel == roost_core::board::Channel::Status {
+                            self.0.boards.on_will(&conn_key(&from.id), board, &publish.payload);
+                        }
+                        (true, acc)
+                    }
+                    PublishVerdict::Denied(reason) => {
+                        self.0.boards.counters.wills_refused.fetch_add(1, Relaxed);
+                        warn!(client_id = %from.id.client_id, topic = %publish.topic, reason, "last will refused");
+                        let mut neutral = (*publish).clone();
+                        neutral.inner.topic = "$roost/refused-will".into();
+                        neutral.inner.payload = Default::default();
+                        neutral.inner.retain = false;
+                        (false, Some(HookResult::Publish(neutral)))
+                    }
+                }
             }
             _ => (true, acc),
         }

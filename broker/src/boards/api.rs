@@ -1,0 +1,294 @@
+//! `/api/v1/boards/...`: the board endpoints of the admin API. JSON in; JSON out, or for
+//! operations on several boards at once, newline-delimited JSON (`application/x-ndjson`), one
+//! event per line as it happens: `{"event":"progress",...}` while an upload goes on,
+//! `{"event":"result",...}` when a board finishes (in the order boards finish), and a last
+//! `{"event":"done","boards":N,"succeeded":S,"failed":F}`.
+//!
+//! Board names are hostlists everywhere (`b-[1-3],lab.pi4`); see `docs/boards.md`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse, ResponseError};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use roost_core::board::FsAction;
+use roost_core::hostlist;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use super::ops::{sha256_hex, BoardResult};
+use super::registry::BoardEntry;
+use super::BoardService;
+use crate::api::ApiState;
+
+/// A board endpoint's error, rendered like every other API error.
+#[derive(Debug, Error)]
+pub enum BoardApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+impl ResponseError for BoardApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            BoardApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            BoardApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            BoardApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let code = match self {
+            BoardApiError::BadRequest(_) => "bad_request",
+            BoardApiError::NotFound(_) => "not_found",
+            BoardApiError::TooLarge(_) => "too_large",
+        };
+        HttpResponse::build(self.status_code())
+            .json(json!({"error": {"code": code, "message": self.to_string()}}))
+    }
+}
+
+/// One line of an NDJSON answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// An upload: `board` holds `offset` of `total` bytes.
+    Progress { board: String, offset: u64, total: u64 },
+    /// One board finished.
+    Result(BoardResult),
+    /// Every board finished.
+    Done { boards: usize, succeeded: usize, failed: usize },
+}
+
+/// Registers the endpoints (inside the authenticated `/api/v1` scope).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/boards", web::get().to(list))
+        .route("/boards/scan", web::get().to(scan))
+        .route("/boards/requests", web::get().to(requests))
+        .route("/boards/counters", web::get().to(counters))
+        .route("/boards/approve", web::post().to(approve))
+        .route("/boards/exec", web::post().to(exec))
+        .route("/boards/upload", web::post().to(upload))
+        .route("/boards/fs", web::post().to(fs))
+        .route("/boards/reset", web::post().to(reset))
+        .route("/boards/{name}", web::get().to(show))
+        .route("/boards/{name}/rename", web::post().to(rename));
+}
+
+/// Board names in a request: a hostlist.
+fn names(hostlist: &str) -> Result<Vec<String>, BoardApiError> {
+    let names = hostlist::expand(hostlist).map_err(|e| BoardApiError::BadRequest(e.to_string()))?;
+    if names.is_empty() {
+        return Err(BoardApiError::BadRequest("no board names given".into()));
+    }
+    Ok(names)
+}
+
+fn without_history(mut e: BoardEntry) -> BoardEntry {
+    e.history.clear();
+    e
+}
+
+async fn list(state: web::Data<ApiState>) -> HttpResponse {
+    let boards: Vec<_> = state.boards.list().into_iter().map(without_history).collect();
+    HttpResponse::Ok().json(json!({ "boards": boards }))
+}
+
+async fn scan(state: web::Data<ApiState>) -> HttpResponse {
+    let boards: Vec<_> = state.boards.scan().into_iter().map(without_history).collect();
+    HttpResponse::Ok().json(json!({ "boards": boards }))
+}
+
+async fn requests(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "requests": state.boards.requests() }))
+}
+
+async fn counters(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.boards.counters.snapshot())
+}
+
+async fn show(state: web::Data<ApiState>, name: web::Path<String>) -> Result<HttpResponse, BoardApiError> {
+    let entry =
+        state.boards.get(&name).ok_or_else(|| BoardApiError::NotFound(format!("no board named '{name}'")))?;
+    Ok(HttpResponse::Ok().json(entry))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BoardsBody {
+    boards: String,
+}
+
+async fn approve(
+    state: web::Data<ApiState>,
+    body: web::Json<BoardsBody>,
+) -> Result<HttpResponse, BoardApiError> {
+    let names = names(&body.boards)?;
+    let approved: Vec<_> = state
+        .boards
+        .approve(&names)
+        .into_iter()
+        .map(|(board, was_pending)| json!({"board": board, "approved": was_pending}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "boards": approved })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecBody {
+    boards: String,
+    code: String,
+    #[serde(default = "default_exec_timeout")]
+    timeout_ms: u64,
+}
+
+fn default_exec_timeout() -> u64 {
+    30_000
+}
+
+async fn exec(state: web::Data<ApiState>, body: web::Json<ExecBody>) -> Result<HttpResponse, BoardApiError> {
+    let names = names(&body.boards)?;
+    let ExecBody { code, timeout_ms, .. } = body.into_inner();
+    let code = Arc::new(code);
+    Ok(fan_out(state.boards.clone(), names, move |svc, board, _events| {
+        let code = code.clone();
+        async move { svc.execute(&board, (*code).clone(), timeout_ms).await }
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FsBody {
+    boards: String,
+    action: FsAction,
+    #[serde(default)]
+    path: String,
+}
+
+async fn fs(state: web::Data<ApiState>, body: web::Json<FsBody>) -> Result<HttpResponse, BoardApiError> {
+    let names = names(&body.boards)?;
+    let FsBody { action, path, .. } = body.into_inner();
+    Ok(fan_out(state.boards.clone(), names, move |svc, board, _events| {
+        let path = path.clone();
+        async move { svc.fs(&board, action, path).await }
+    }))
+}
+
+async fn reset(
+    state: web::Data<ApiState>,
+    body: web::Json<BoardsBody>,
+) -> Result<HttpResponse, BoardApiError> {
+    let names = names(&body.boards)?;
+    Ok(fan_out(state.boards.clone(), names, |svc, board, _events| async move { svc.reset(&board).await }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenameBody {
+    new_name: String,
+}
+
+async fn rename(
+    state: web::Data<ApiState>,
+    name: web::Path<String>,
+    body: web::Json<RenameBody>,
+) -> HttpResponse {
+    let svc = state.boards.clone();
+    let (old, new) = (name.into_inner(), body.into_inner().new_name);
+    let runner = svc.clone();
+    let result = run_on(&runner, async move { svc.rename(&old, &new).await }).await;
+    HttpResponse::Ok().json(result)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    boards: String,
+    /// The destination path on the boards.
+    dest: String,
+}
+
+/// `POST /api/v1/boards/upload?boards=HOSTLIST&dest=PATH` with the file as the body.
+async fn upload(
+    state: web::Data<ApiState>,
+    query: web::Query<UploadQuery>,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, BoardApiError> {
+    let names = names(&query.boards)?;
+    let dest = query.dest.clone();
+    roost_core::board::validate_path(&dest).map_err(|e| BoardApiError::BadRequest(e.to_string()))?;
+    let limit = state.boards.settings.max_upload_bytes;
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| BoardApiError::BadRequest(format!("reading the upload: {e}")))?;
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(BoardApiError::TooLarge(format!(
+                "the file is larger than boards.max_upload_bytes ({limit} bytes)"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let data: Bytes = body.freeze();
+    let sha = Arc::new(sha256_hex(&data));
+    Ok(fan_out(state.boards.clone(), names, move |svc, board, events| {
+        let (data, sha, dest) = (data.clone(), sha.clone(), dest.clone());
+        async move {
+            let b = board.clone();
+            svc.upload(&board, &dest, data, &sha, move |offset, total| {
+                let _ = events.try_send(Event::Progress { board: b.clone(), offset, total });
+            })
+            .await
+        }
+    }))
+}
+
+/// Runs `fut` on the board service's runtime and waits for it.
+async fn run_on<T: Send + 'static>(svc: &BoardService, fut: impl Future<Output = T> + Send + 'static) -> T {
+    svc.runtime().spawn(fut).await.expect("board operations do not panic")
+}
+
+/// Runs `op` on every board in parallel and streams the events as NDJSON.
+fn fan_out<F, Fut>(svc: Arc<BoardService>, names: Vec<String>, op: F) -> HttpResponse
+where
+    F: Fn(Arc<BoardService>, String, mpsc::Sender<Event>) -> Fut + Send + 'static,
+    Fut: Future<Output = BoardResult> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Event>(4096);
+    let runtime = svc.runtime().clone();
+    runtime.spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        let total = names.len();
+        for board in names {
+            tasks.spawn(op(svc.clone(), board, tx.clone()));
+        }
+        let (mut succeeded, mut failed) = (0, 0);
+        while let Some(done) = tasks.join_next().await {
+            let result = match done {
+                Ok(r) => r,
+                Err(e) => BoardResult::refused("?", format!("internal error: {e}")),
+            };
+            if result.ok {
+                succeeded += 1;
+            } else {
+                failed += 1;
+            }
+            let _ = tx.send(Event::Result(result)).await;
+        }
+        let _ = tx.send(Event::Done { boards: total, succeeded, failed }).await;
+    });
+    let lines = futures::stream::unfold(rx, |mut rx| async move {
+        let event = rx.recv().await?;
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, actix_web::Error>(Bytes::from(line)), rx))
+    });
+    HttpResponse::Ok().content_type("application/x-ndjson").streaming(lines)
+}

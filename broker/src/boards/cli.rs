@@ -1,0 +1,434 @@
+//! `roost board ...`: the board commands of the CLI, a client of `/api/v1/boards`. Like the other
+//! client commands it finds the server through the data directory (`runtime.json` and the admin
+//! token). Board names are hostlists everywhere (`esp8266-0[08-11],wipy2-[1,3,7]`).
+//!
+//! `exec` prints each board's output under `## Executing on 'NAME' ####...` (80 columns) in the
+//! order boards finish; every command that acts on boards exits non-zero if any board failed.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use roost_core::board::{FsAction, FsEntry};
+use serde_json::{json, Value};
+
+use super::api::Event;
+use super::ops::BoardResult;
+use super::registry::BoardEntry;
+use crate::config::Settings;
+use crate::datadir;
+
+#[derive(Debug, Subcommand)]
+pub enum BoardCommand {
+    /// List the boards: name, platform, state, last seen.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Boards that connected but are not approved yet (with boards.require_approval = true).
+    Scan {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve boards found by `scan`.
+    Approve { names: String },
+    /// Show one board, with its recent requests.
+    Show { name: String },
+    /// Run code on boards: a shell command on Linux boards, Python on MicroPython boards. The
+    /// code is read from stdin unless -c is given.
+    Exec {
+        names: String,
+        /// The code to run (instead of stdin).
+        #[arg(short = 'c', long = "code")]
+        code: Option<String>,
+        /// Seconds the code may run on each board.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Copy a file to boards (to DEST, default: the file's name).
+    Upload { names: String, file: PathBuf, dest: Option<String> },
+    /// Give a board a new name (its history follows).
+    Rename { old: String, new: String },
+    /// List a directory on boards.
+    Ls {
+        names: String,
+        #[arg(default_value = "")]
+        path: String,
+    },
+    /// Print a file from boards.
+    Cat { names: String, path: String },
+    /// Remove a file or an empty directory on boards.
+    Rm { names: String, path: String },
+    /// Create a directory (and its parents) on boards.
+    Mkdir { names: String, path: String },
+    /// Restart boards.
+    Reset { names: String },
+}
+
+/// Runs a board command.
+pub fn run(command: &BoardCommand, settings: &Settings) -> Result<()> {
+    let client = Client::new(&settings.data_dir, settings)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match command {
+            BoardCommand::List { json } => list(&client, "/boards", *json, false).await,
+            BoardCommand::Scan { json } => list(&client, "/boards/scan", *json, true).await,
+            BoardCommand::Approve { names } => {
+                let v = client.post_json("/boards/approve", &json!({ "boards": names })).await?;
+                for b in v["boards"].as_array().into_iter().flatten() {
+                    let name = b["board"].as_str().unwrap_or_default();
+                    if b["approved"] == true {
+                        println!("{name}: approved");
+                    } else {
+                        println!("{name}: not waiting for approval");
+                    }
+                }
+                Ok(())
+            }
+            BoardCommand::Show { name } => {
+                let v = client.get(&format!("/boards/{name}")).await?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                Ok(())
+            }
+            BoardCommand::Exec { names, code, timeout } => {
+                let code = match code {
+                    Some(c) => c.clone(),
+                    None => {
+                        let mut s = String::new();
+                        std::io::stdin().read_to_string(&mut s).context("reading the code from stdin")?;
+                        s
+                    }
+                };
+                let body = json!({ "boards": names, "code": code, "timeout_ms": timeout.saturating_mul(1000).max(1) });
+                let mut failed = Vec::new();
+                client
+                    .stream("/boards/exec", Payload::Json(body), |event| {
+                        if let Event::Result(r) = event {
+                            print_exec(&r);
+                            if !r.ok {
+                                failed.push(r.board);
+                            }
+                        }
+                    })
+                    .await?;
+                summary(&failed)
+            }
+            BoardCommand::Upload { names, file, dest } => upload(&client, names, file, dest.as_deref()).await,
+            BoardCommand::Rename { old, new } => {
+                let v = client.post_json(&format!("/boards/{old}/rename"), &json!({ "new_name": new })).await?;
+                let r: BoardResult = serde_json::from_value(v)?;
+                if r.ok {
+                    println!("renamed '{old}' to '{new}'");
+                    Ok(())
+                } else {
+                    bail!("{}", r.error.unwrap_or_else(|| "rename failed".into()))
+                }
+            }
+            BoardCommand::Ls { names, path } => fs(&client, names, FsAction::Ls, path).await,
+            BoardCommand::Cat { names, path } => fs(&client, names, FsAction::Cat, path).await,
+            BoardCommand::Rm { names, path } => fs(&client, names, FsAction::Rm, path).await,
+            BoardCommand::Mkdir { names, path } => fs(&client, names, FsAction::Mkdir, path).await,
+            BoardCommand::Reset { names } => {
+                let mut failed = Vec::new();
+                client
+                    .stream("/boards/reset", Payload::Json(json!({ "boards": names })), |e| {
+                        if let Event::Result(r) = e {
+                            report(&r, "reset");
+                            if !r.ok {
+                                failed.push(r.board);
+                            }
+                        }
+                    })
+                    .await?;
+                summary(&failed)
+            }
+        }
+    })
+}
+
+/// `## Executing on 'NAME' ` padded with `#` to 80 columns.
+pub fn header(name: &str) -> String {
+    let mut h = format!("## Executing on '{name}' ");
+    while h.chars().count() < 80 {
+        h.push('#');
+    }
+    h
+}
+
+fn print_exec(r: &BoardResult) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", header(&r.board));
+    for piece in &r.output {
+        let _ = out.write_all(piece.data.as_bytes());
+    }
+    if r.output.last().is_some_and(|p| !p.data.ends_with('\n')) {
+        let _ = writeln!(out);
+    }
+    if !r.ok {
+        let why = r.error.clone().unwrap_or_else(|| format!("exit status {}", r.exit_code.unwrap_or(-1)));
+        let _ = writeln!(out, "-- {}: {why}", r.state);
+    }
+    let _ = out.flush();
+}
+
+fn report(r: &BoardResult, what: &str) {
+    if r.ok {
+        println!("{}: {what} ok", r.board);
+    } else {
+        println!("{}: {what} {}: {}", r.board, r.state, r.error.as_deref().unwrap_or("failed"));
+    }
+}
+
+fn summary(failed: &[String]) -> Result<()> {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let names = roost_core::hostlist::compress(failed).unwrap_or_else(|_| failed.join(","));
+    bail!("{} board(s) failed: {names}", failed.len())
+}
+
+async fn list(client: &Client, path: &str, as_json: bool, pending: bool) -> Result<()> {
+    let v = client.get(path).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let boards: Vec<BoardEntry> = serde_json::from_value(v["boards"].clone())?;
+    if boards.is_empty() {
+        println!("{}", if pending { "no boards await approval" } else { "no boards" });
+        return Ok(());
+    }
+    let mut rows = vec![["Name", "Platform", "State", "Last seen", "Version"].map(String::from).to_vec()];
+    let now = super::now_ms();
+    for b in boards {
+        let state = match &b.state_detail {
+            Some(d) => format!("{} ({d})", b.state.as_str()),
+            None => b.state.as_str().to_owned(),
+        };
+        rows.push(vec![b.name, b.platform, state, ago(now, b.last_seen_ms), b.client_version]);
+    }
+    print!("{}", table(&rows));
+    Ok(())
+}
+
+fn ago(now: u64, then: u64) -> String {
+    let s = now.saturating_sub(then) / 1000;
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        3600..=86399 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|v| v.chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> =
+            row.iter().enumerate().map(|(c, v)| format!("{v:<w$}", w = widths[c])).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+async fn fs(client: &Client, names: &str, action: FsAction, path: &str) -> Result<()> {
+    let body = json!({ "boards": names, "action": action, "path": path });
+    let several = roost_core::hostlist::expand(names).map(|n| n.len() > 1).unwrap_or(true);
+    let mut failed = Vec::new();
+    client
+        .stream("/boards/fs", Payload::Json(body), |event| {
+            let Event::Result(r) = event else { return };
+            if several {
+                println!("{}", header(&r.board).replacen("Executing on", "Board", 1));
+            }
+            if !r.ok {
+                println!("{}: {}", r.board, r.error.as_deref().unwrap_or("failed"));
+                failed.push(r.board);
+                return;
+            }
+            match action {
+                FsAction::Ls => {
+                    let entries: Vec<FsEntry> =
+                        r.value.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+                    for e in entries {
+                        let kind = serde_json::to_value(e.kind).ok();
+                        let kind = kind.as_ref().and_then(Value::as_str).unwrap_or("?");
+                        let size = e.size.map(|s| s.to_string()).unwrap_or_default();
+                        println!("{kind:<5} {size:>10}  {}", e.name);
+                    }
+                }
+                FsAction::Cat => {
+                    let mut out = std::io::stdout().lock();
+                    for p in &r.output {
+                        let _ = out.write_all(p.data.as_bytes());
+                    }
+                    let _ = out.flush();
+                }
+                FsAction::Stat => println!("{}", r.value.unwrap_or(Value::Null)),
+                FsAction::Rm | FsAction::Mkdir => {}
+            }
+        })
+        .await?;
+    summary(&failed)
+}
+
+async fn upload(client: &Client, names: &str, file: &Path, dest: Option<&str>) -> Result<()> {
+    let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let dest = match dest {
+        Some(d) => d.to_owned(),
+        None => file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .with_context(|| format!("{} has no file name; give a destination", file.display()))?,
+    };
+    let boards = roost_core::hostlist::expand(names)?;
+    for b in &boards {
+        println!("Copying file to {b}:{dest}");
+    }
+    let _ = std::io::stdout().flush();
+    let path = format!("/boards/upload?boards={}&dest={}", urlencode(names), urlencode(&dest));
+    let mut shown: std::collections::HashMap<String, u64> = Default::default();
+    let mut failed = Vec::new();
+    client
+        .stream(&path, Payload::Bytes(data), |event| match event {
+            Event::Progress { board, offset, total } => {
+                let pct = (offset * 100).checked_div(total).unwrap_or(100);
+                let step = pct / 10;
+                if shown.get(&board).is_none_or(|s| step > *s) {
+                    shown.insert(board.clone(), step);
+                    println!("{board}: {pct}% ({offset}/{total} bytes)");
+                    let _ = std::io::stdout().flush();
+                }
+            }
+            Event::Result(r) => {
+                if r.ok {
+                    let resumed = r
+                        .resumed_from
+                        .filter(|o| *o > 0)
+                        .map(|o| format!(", resumed at {o}"))
+                        .unwrap_or_default();
+                    println!("{}: done ({} bytes{resumed})", r.board, r.bytes.unwrap_or(0));
+                } else {
+                    println!("{}: {}: {}", r.board, r.state, r.error.as_deref().unwrap_or("failed"));
+                    failed.push(r.board);
+                }
+                let _ = std::io::stdout().flush();
+            }
+            Event::Done { .. } => {}
+        })
+        .await?;
+    summary(&failed)
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+enum Payload {
+    Json(Value),
+    Bytes(Vec<u8>),
+}
+
+/// The admin API, as the CLI on the server's machine reaches it.
+struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(data_dir: &Path, settings: &Settings) -> Result<Client> {
+        let token = datadir::read_token(data_dir)?;
+        let api =
+            datadir::read_runtime(data_dir).map(|r| r.api).unwrap_or_else(|| settings.api.listen.to_string());
+        Ok(Client { base: format!("http://{api}/api/v1"), token, http: reqwest::Client::new() })
+    }
+
+    async fn check(&self, url: &str, resp: reqwest::Result<reqwest::Response>) -> Result<reqwest::Response> {
+        let resp =
+            resp.with_context(|| format!("cannot reach roost at {url}; is it running? (`roost serve`)"))?;
+        if !resp.status().is_success() {
+            let code = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            match body["error"]["message"].as_str() {
+                Some(m) => bail!("{m}"),
+                None => bail!("{url} answered {code}"),
+            }
+        }
+        Ok(resp)
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.http.get(&url).bearer_auth(&self.token).timeout(Duration::from_secs(30)).send().await;
+        Ok(self.check(&url, resp).await?.json().await?)
+    }
+
+    async fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.http.post(&url).bearer_auth(&self.token).json(body).send().await;
+        Ok(self.check(&url, resp).await?.json().await?)
+    }
+
+    /// Posts and reads the NDJSON answer event by event until `done`.
+    async fn stream(&self, path: &str, payload: Payload, mut on_event: impl FnMut(Event)) -> Result<()> {
+        let url = format!("{}{path}", self.base);
+        let req = self.http.post(&url).bearer_auth(&self.token);
+        let req = match payload {
+            Payload::Json(v) => req.json(&v),
+            Payload::Bytes(b) => req.header("content-type", "application/octet-stream").body(b),
+        };
+        let mut resp = self.check(&url, req.send().await).await?;
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            let chunk = resp.chunk().await.with_context(|| format!("reading the answer of {url}"))?;
+            let Some(chunk) = chunk else { break };
+            buf.extend_from_slice(&chunk);
+            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                let event: Event = serde_json::from_slice(&line)
+                    .with_context(|| format!("unexpected answer line: {}", String::from_utf8_lossy(&line)))?;
+                if matches!(event, Event::Done { .. }) {
+                    return Ok(());
+                }
+                on_event(event);
+            }
+        }
+        bail!("roost closed the connection before every board finished")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_padded_to_80_columns() {
+        let h = header("b-1");
+        assert_eq!(h.len(), 80);
+        assert!(h.starts_with("## Executing on 'b-1' ###"));
+        let long = header(&"x".repeat(90));
+        assert!(long.ends_with("' "), "a name too long for 80 columns is not padded");
+    }
+
+    #[test]
+    fn urlencode_keeps_only_unreserved_bytes() {
+        assert_eq!(urlencode("b-[1-3],x y/é"), "b-%5B1-3%5D%2Cx%20y%2F%C3%A9");
+    }
+}
