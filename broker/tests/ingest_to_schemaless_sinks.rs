@@ -93,7 +93,7 @@ database = "{db}"
     assert_eq!(counts, (0..4).map(|c| (format!("dev-{c}"), 25_000)).collect::<Vec<_>>(), "InfluxDB");
 
     // VictoriaMetrics: samples of <prefix>env_seq, polled until they are all searchable.
-    let until = Instant::now() + Duration::from_secs(60);
+    let until = Instant::now() + Duration::from_secs(120);
     loop {
         let text = http
             .post(format!("{victoria}/api/v1/export"))
