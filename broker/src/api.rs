@@ -128,7 +128,16 @@ async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     let pipelines: Vec<&PipelineStats> = state.pipelines.iter().map(|(p, _, _)| p.as_ref()).collect();
     let sinks: Vec<&SinkStats> = state.sinks.iter().map(Arc::as_ref).collect();
     let dead_letters = DeadLetterStatus::of(&state.dead_letters.stats);
-    let body = stats::prometheus(&state.stats, &pipelines, &sinks, &dead_letters, state.started.elapsed());
+    let mut body =
+        stats::prometheus(&state.stats, &pipelines, &sinks, &dead_letters, state.started.elapsed());
+    stats::labelled_counters(
+        &mut body,
+        "roost_board_events_total",
+        "Board command channel events: requests sent; replies forged, unknown or malformed; \
+         statuses malformed; publishes, subscriptions and last wills refused.",
+        "event",
+        state.boards.counters.snapshot(),
+    );
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(body)
 }
 

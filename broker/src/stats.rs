@@ -362,6 +362,20 @@ pub fn prometheus(
     out
 }
 
+/// Appends a counter family with one label, one sample per `(label value, count)`.
+pub fn labelled_counters<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, n) in samples {
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape(value));
+    }
+}
+
 /// Escapes a Prometheus label value.
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -401,6 +415,16 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labelled_counters_render_one_sample_per_label_value() {
+        let mut out = String::new();
+        labelled_counters(&mut out, "roost_x_total", "X.", "event", [("a", 1), ("b\"", 2)]);
+        assert_eq!(
+            out,
+            "# HELP roost_x_total X.\n# TYPE roost_x_total counter\nroost_x_total{event=\"a\"} 1\nroost_x_total{event=\"b\\\"\"} 2\n"
+        );
+    }
 
     #[test]
     fn rate_limit_holds_back_and_reports() {

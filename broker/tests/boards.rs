@@ -595,6 +595,8 @@ async fn only_roost_publishes_commands_and_only_boards_read_their_own() {
     assert!(!boards.path().join("b-1/pwned").exists());
     let c = counters(&roost).await;
     assert_eq!(c["publishes_denied"], 2, "{c}");
+    let metrics = reqwest::get(format!("http://{}/metrics", roost.api)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("roost_board_events_total{event=\"publishes_denied\"} 2\n"), "{metrics}");
     assert_eq!(c["subscribes_denied"], 2, "{c}");
     // Board topics never reach the telemetry pipelines.
     let status = roost.status().await;
