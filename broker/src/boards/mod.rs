@@ -13,6 +13,7 @@
 //! - [`acl`]: who may publish and subscribe under `roost/boards/` (pure rules, used by the hooks).
 //! - [`registry`]: the board registry and its file.
 //! - [`ops`]: execute, upload, fs, rename and reset, each for one board, as the API runs them.
+//! - [`install`]: packages (local or from a package index) unpacked into the files for `lib/`.
 //! - [`api`]: the `/api/v1/boards/...` endpoints.
 //! - [`cli`]: `roost board ...`.
 //!
@@ -24,6 +25,7 @@
 pub mod acl;
 pub mod api;
 pub mod cli;
+pub mod install;
 pub mod ops;
 pub mod registry;
 
@@ -34,7 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use roost_core::board::{Channel, Op, Reply, ReplyBody, Request, RequestState, Status};
+use roost_core::board::{BoardState, Channel, Op, Reply, ReplyBody, Request, RequestState, Status};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -65,6 +67,15 @@ pub struct BoardSettings {
     pub history_len: usize,
     /// Output kept per request and board (stdout and stderr together); the rest is cut.
     pub max_output_bytes: usize,
+    /// `install`: the PEP 503 "simple" index package names are resolved from (unset: only local
+    /// packages can be installed).
+    pub package_index: Option<String>,
+    /// `install`: the largest package file (download or local archive).
+    pub max_package_bytes: u64,
+    /// `install`: the most a package may unpack to.
+    pub max_package_unpacked_bytes: u64,
+    /// `install`: the most files a package may hold.
+    pub max_package_files: usize,
 }
 
 impl Default for BoardSettings {
@@ -78,6 +89,10 @@ impl Default for BoardSettings {
             max_upload_bytes: 64 << 20,
             history_len: 50,
             max_output_bytes: 1 << 20,
+            package_index: None,
+            max_package_bytes: 16 << 20,
+            max_package_unpacked_bytes: 16 << 20,
+            max_package_files: 1000,
         }
     }
 }
@@ -91,7 +106,21 @@ impl BoardSettings {
         if self.request_timeout_secs == 0 || self.upload_chunk_timeout_secs == 0 {
             return Err("boards.request_timeout_secs and upload_chunk_timeout_secs must be at least 1".into());
         }
+        if let Some(index) = &self.package_index {
+            if !(index.starts_with("http://") || index.starts_with("https://")) {
+                return Err("boards.package_index must be an http:// or https:// URL".into());
+            }
+        }
         Ok(())
+    }
+
+    /// The caps `install` applies.
+    pub fn package_limits(&self) -> install::Limits {
+        install::Limits {
+            max_download_bytes: self.max_package_bytes,
+            max_unpacked_bytes: self.max_package_unpacked_bytes,
+            max_files: self.max_package_files,
+        }
     }
 }
 
@@ -322,6 +351,13 @@ impl BoardService {
         }
         let status = Status::from_json(payload);
         let approved = inner.reg.boards.contains_key(board);
+        let known = approved || inner.reg.pending.contains_key(board);
+        if !known && matches!(&status, Ok(s) if s.state == BoardState::Offline) {
+            // Only a last will says offline first: that of a connection under a name the board
+            // no longer has (a rename). It must not bring the old name back.
+            debug!(board, "offline status of an unknown board ignored");
+            return;
+        }
         if !approved && self.settings.require_approval {
             let entry = inner.reg.pending.entry(board.to_owned()).or_insert_with(|| {
                 info!(board, "board awaits approval (roost board scan)");

@@ -326,6 +326,49 @@ impl BoardService {
     }
 }
 
+impl BoardService {
+    /// Installs `package` on `board`: every file, one after the other, uploaded to `lib/<path>`
+    /// like any upload (chunked, verified, renamed into place). Stops at the first file that
+    /// fails. `progress(offset, total)` counts bytes across the whole package.
+    pub async fn install(
+        self: &Arc<Self>,
+        board: &str,
+        package: Arc<super::install::Package>,
+        progress: impl Fn(u64, u64),
+    ) -> BoardResult {
+        let total = package.total_bytes();
+        let mut done = 0u64;
+        let mut last = BoardResult::refused(board, "the package holds no files");
+        let mut installed = Vec::new();
+        for (path, data) in &package.files {
+            let dest = format!("lib/{path}");
+            let sha = sha256_hex(data);
+            let base = done;
+            let mut r = self
+                .upload(board, &dest, data.clone(), &sha, |offset, _| progress(base + offset, total))
+                .await;
+            if !r.ok {
+                // A request refused before it reached the board (unknown, offline) names no file.
+                if r.request_id.is_some() {
+                    r.error = Some(format!("{dest}: {}", r.error.as_deref().unwrap_or("upload failed")));
+                }
+                r.bytes = Some(done);
+                r.resumed_from = None;
+                r.value = Some(serde_json::json!({ "package": package.label, "installed": installed }));
+                return r;
+            }
+            done += data.len() as u64;
+            installed.push(dest);
+            last = r;
+        }
+        info!(board, package = %package.label, files = installed.len(), bytes = total, "package installed");
+        last.bytes = Some(total);
+        last.resumed_from = None;
+        last.value = Some(serde_json::json!({ "package": package.label, "installed": installed }));
+        last
+    }
+}
+
 /// The SHA-256 of `data`, lowercase hex.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
