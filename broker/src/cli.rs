@@ -200,7 +200,8 @@ pub fn render_status(s: &Status) -> String {
     out
 }
 
-fn table(rows: &[Vec<String>]) -> String {
+/// Rows as left-aligned columns two spaces apart.
+pub(crate) fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|v| v.chars().count()).max().unwrap_or(0))

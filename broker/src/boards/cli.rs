@@ -7,7 +7,6 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
@@ -17,8 +16,9 @@ use serde_json::{json, Value};
 use super::api::Event;
 use super::ops::BoardResult;
 use super::registry::BoardEntry;
+use crate::cli::table;
+use crate::client::{query_value as urlencode, ApiClient, Body};
 use crate::config::Settings;
-use crate::datadir;
 
 #[derive(Debug, Subcommand)]
 pub enum BoardCommand {
@@ -74,14 +74,14 @@ pub enum BoardCommand {
 
 /// Runs a board command.
 pub fn run(command: &BoardCommand, settings: &Settings) -> Result<()> {
-    let client = Client::new(&settings.data_dir, settings)?;
+    let client = ApiClient::for_settings(settings)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         match command {
             BoardCommand::List { json } => list(&client, "/boards", *json, false).await,
             BoardCommand::Scan { json } => list(&client, "/boards/scan", *json, true).await,
             BoardCommand::Approve { names } => {
-                let v = client.post_json("/boards/approve", &json!({ "boards": names })).await?;
+                let v: Value = client.post_json("/boards/approve", &json!({ "boards": names })).await?;
                 for b in v["boards"].as_array().into_iter().flatten() {
                     let name = b["board"].as_str().unwrap_or_default();
                     if b["approved"] == true {
@@ -93,7 +93,7 @@ pub fn run(command: &BoardCommand, settings: &Settings) -> Result<()> {
                 Ok(())
             }
             BoardCommand::Show { name } => {
-                let v = client.get(&format!("/boards/{name}")).await?;
+                let v: Value = client.get(&format!("/boards/{name}")).await?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 Ok(())
             }
@@ -109,7 +109,7 @@ pub fn run(command: &BoardCommand, settings: &Settings) -> Result<()> {
                 let body = json!({ "boards": names, "code": code, "timeout_ms": timeout.saturating_mul(1000).max(1) });
                 let mut failed = Vec::new();
                 client
-                    .stream("/boards/exec", Payload::Json(body), |event| {
+                    .stream("/boards/exec", Body::Json(body), |event| {
                         if let Event::Result(r) = event {
                             print_exec(&r);
                             if !r.ok {
@@ -123,7 +123,7 @@ pub fn run(command: &BoardCommand, settings: &Settings) -> Result<()> {
             BoardCommand::Upload { names, file, dest } => upload(&client, names, file, dest.as_deref()).await,
             BoardCommand::Install { names, package } => install(&client, names, package).await,
             BoardCommand::Rename { old, new } => {
-                let v = client.post_json(&format!("/boards/{old}/rename"), &json!({ "new_name": new })).await?;
+                let v: Value = client.post_json(&format!("/boards/{old}/rename"), &json!({ "new_name": new })).await?;
                 let r: BoardResult = serde_json::from_value(v)?;
                 if r.ok {
                     println!("renamed '{old}' to '{new}'");
@@ -139,7 +139,7 @@ pub fn run(command: &BoardCommand, settings: &Settings) -> Result<()> {
             BoardCommand::Reset { names } => {
                 let mut failed = Vec::new();
                 client
-                    .stream("/boards/reset", Payload::Json(json!({ "boards": names })), |e| {
+                    .stream("/boards/reset", Body::Json(json!({ "boards": names })), |e| {
                         if let Event::Result(r) = e {
                             report(&r, "reset");
                             if !r.ok {
@@ -195,8 +195,8 @@ fn summary(failed: &[String]) -> Result<()> {
     bail!("{} board(s) failed: {names}", failed.len())
 }
 
-async fn list(client: &Client, path: &str, as_json: bool, pending: bool) -> Result<()> {
-    let v = client.get(path).await?;
+async fn list(client: &ApiClient, path: &str, as_json: bool, pending: bool) -> Result<()> {
+    let v: Value = client.get(path).await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -229,27 +229,12 @@ fn ago(now: u64, then: u64) -> String {
     }
 }
 
-fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|v| v.chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> =
-            row.iter().enumerate().map(|(c, v)| format!("{v:<w$}", w = widths[c])).collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-async fn fs(client: &Client, names: &str, action: FsAction, path: &str) -> Result<()> {
+async fn fs(client: &ApiClient, names: &str, action: FsAction, path: &str) -> Result<()> {
     let body = json!({ "boards": names, "action": action, "path": path });
     let several = roost_core::hostlist::expand(names).map(|n| n.len() > 1).unwrap_or(true);
     let mut failed = Vec::new();
     client
-        .stream("/boards/fs", Payload::Json(body), |event| {
+        .stream("/boards/fs", Body::Json(body), |event| {
             let Event::Result(r) = event else { return };
             if several {
                 println!("{}", header(&r.board).replacen("Executing on", "Board", 1));
@@ -285,7 +270,7 @@ async fn fs(client: &Client, names: &str, action: FsAction, path: &str) -> Resul
     summary(&failed)
 }
 
-async fn upload(client: &Client, names: &str, file: &Path, dest: Option<&str>) -> Result<()> {
+async fn upload(client: &ApiClient, names: &str, file: &Path, dest: Option<&str>) -> Result<()> {
     let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let dest = match dest {
         Some(d) => d.to_owned(),
@@ -302,7 +287,7 @@ async fn upload(client: &Client, names: &str, file: &Path, dest: Option<&str>) -
     let path = format!("/boards/upload?boards={}&dest={}", urlencode(names), urlencode(&dest));
     let mut failed = Vec::new();
     let mut progress = Progress::default();
-    client.stream(&path, Payload::Bytes(data), |event| progress.show(event, &mut failed)).await?;
+    client.stream(&path, Body::Bytes(data), |event| progress.show(event, &mut failed)).await?;
     summary(&failed)
 }
 
@@ -353,14 +338,14 @@ impl Progress {
 
 /// `install NAMES PACKAGE`: a local file or directory is sent to Roost; anything else is a
 /// package name Roost resolves in its package index.
-async fn install(client: &Client, names: &str, package: &str) -> Result<()> {
+async fn install(client: &ApiClient, names: &str, package: &str) -> Result<()> {
     let boards = roost_core::hostlist::expand(names)?;
     let local = Path::new(package);
     let query = format!("/boards/install?boards={}", urlencode(names));
     let (path, payload) = if local.is_dir() {
         let name = dir_name(local)?;
         let tar = tar_dir(local).with_context(|| format!("packing {}", local.display()))?;
-        (format!("{query}&kind=dir&name={}", urlencode(&name)), Payload::Bytes(tar))
+        (format!("{query}&kind=dir&name={}", urlencode(&name)), Body::Bytes(tar))
     } else if local.is_file() {
         let name = local
             .file_name()
@@ -376,12 +361,12 @@ async fn install(client: &Client, names: &str, package: &str) -> Result<()> {
             bail!("{}: install takes a .py module, a directory, a .whl or a .tar.gz", local.display());
         };
         let data = std::fs::read(local).with_context(|| format!("reading {}", local.display()))?;
-        (format!("{query}&kind={kind}&name={}", urlencode(&name)), Payload::Bytes(data))
+        (format!("{query}&kind={kind}&name={}", urlencode(&name)), Body::Bytes(data))
     } else if package.contains('/') || [".py", ".whl", ".tar.gz", ".tgz"].iter().any(|e| package.ends_with(e))
     {
         bail!("{package}: no such file or directory");
     } else {
-        (format!("{query}&package={}", urlencode(package)), Payload::Bytes(Vec::new()))
+        (format!("{query}&package={}", urlencode(package)), Body::Bytes(Vec::new()))
     };
     for b in &boards {
         println!("Installing {package} on {b}:lib/");
@@ -437,89 +422,27 @@ fn tar_dir(dir: &Path) -> Result<Vec<u8>> {
     Ok(tar.into_inner()?)
 }
 
-fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// Board operations answer with events until `done`.
+trait BoardEvents {
+    /// Posts a board operation and hands its events to `on_event` until `done`.
+    async fn stream(&self, path: &str, body: Body, on_event: impl FnMut(Event)) -> Result<()>;
 }
 
-enum Payload {
-    Json(Value),
-    Bytes(Vec<u8>),
-}
-
-/// The admin API, as the CLI on the server's machine reaches it.
-struct Client {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Client {
-    fn new(data_dir: &Path, settings: &Settings) -> Result<Client> {
-        let token = datadir::read_token(data_dir)?;
-        let api =
-            datadir::read_runtime(data_dir).map(|r| r.api).unwrap_or_else(|| settings.api.listen.to_string());
-        Ok(Client { base: format!("http://{api}/api/v1"), token, http: reqwest::Client::new() })
-    }
-
-    async fn check(&self, url: &str, resp: reqwest::Result<reqwest::Response>) -> Result<reqwest::Response> {
-        let resp =
-            resp.with_context(|| format!("cannot reach roost at {url}; is it running? (`roost serve`)"))?;
-        if !resp.status().is_success() {
-            let code = resp.status();
-            let body: Value = resp.json().await.unwrap_or(Value::Null);
-            match body["error"]["message"].as_str() {
-                Some(m) => bail!("{m}"),
-                None => bail!("{url} answered {code}"),
-            }
-        }
-        Ok(resp)
-    }
-
-    async fn get(&self, path: &str) -> Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let resp = self.http.get(&url).bearer_auth(&self.token).timeout(Duration::from_secs(30)).send().await;
-        Ok(self.check(&url, resp).await?.json().await?)
-    }
-
-    async fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let resp = self.http.post(&url).bearer_auth(&self.token).json(body).send().await;
-        Ok(self.check(&url, resp).await?.json().await?)
-    }
-
-    /// Posts and reads the NDJSON answer event by event until `done`.
-    async fn stream(&self, path: &str, payload: Payload, mut on_event: impl FnMut(Event)) -> Result<()> {
-        let url = format!("{}{path}", self.base);
-        let req = self.http.post(&url).bearer_auth(&self.token);
-        let req = match payload {
-            Payload::Json(v) => req.json(&v),
-            Payload::Bytes(b) => req.header("content-type", "application/octet-stream").body(b),
-        };
-        let mut resp = self.check(&url, req.send().await).await?;
-        let mut buf: Vec<u8> = Vec::new();
-        loop {
-            let chunk = resp.chunk().await.with_context(|| format!("reading the answer of {url}"))?;
-            let Some(chunk) = chunk else { break };
-            buf.extend_from_slice(&chunk);
-            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=nl).collect();
-                let event: Event = serde_json::from_slice(&line)
-                    .with_context(|| format!("unexpected answer line: {}", String::from_utf8_lossy(&line)))?;
+impl BoardEvents for ApiClient {
+    async fn stream(&self, path: &str, body: Body, mut on_event: impl FnMut(Event)) -> Result<()> {
+        let finished = self
+            .post_ndjson(path, body, |event: Event| {
                 if matches!(event, Event::Done { .. }) {
-                    return Ok(());
+                    return false;
                 }
                 on_event(event);
-            }
+                true
+            })
+            .await?;
+        if !finished {
+            bail!("roost closed the connection before every board finished");
         }
-        bail!("roost closed the connection before every board finished")
+        Ok(())
     }
 }
 
@@ -537,7 +460,7 @@ mod tests {
     }
 
     #[test]
-    fn urlencode_keeps_only_unreserved_bytes() {
+    fn hostlists_and_paths_are_percent_encoded_in_queries() {
         assert_eq!(urlencode("b-[1-3],x y/é"), "b-%5B1-3%5D%2Cx%20y%2F%C3%A9");
     }
 }
