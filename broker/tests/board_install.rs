@@ -3,7 +3,7 @@
 //! with `zip`, sdists made with `tar` + `flate2`, anchors with `#sha256=` fragments) served
 //! over HTTP on a free loopback port by a tiny server in this file.
 //!
-//! The agent binary is found (or built) beside `roost` as in `boards.rs`.
+//! The agents and the CLI come from `common/boards.rs`.
 
 mod common;
 
@@ -11,95 +11,16 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-use common::{Roost, ROOST};
-use serde_json::Value;
+use common::boards::{self, agents, wait_boards};
+use common::Roost;
 use sha2::{Digest, Sha256};
-
-/// The `roost-board` binary, built once if needed.
-fn agent_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = Path::new(ROOST).with_file_name("roost-board");
-        let profile_dir = Path::new(ROOST).parent().unwrap();
-        let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-        cargo.args(["build", "-q", "-p", "roost-board", "--bin", "roost-board"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cargo.arg("--release");
-        }
-        if let Some(target) = profile_dir.parent() {
-            cargo.env("CARGO_TARGET_DIR", target);
-        }
-        let status = cargo.current_dir(env!("CARGO_MANIFEST_DIR")).status();
-        assert!(bin.exists(), "{} is missing and the build did not make it ({status:?})", bin.display());
-        bin
-    })
-}
-
-/// A `roost-board` process; killed when dropped.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn agents(roost: &Roost, dir: &Path, names: &[&str]) -> Vec<Agent> {
-    names
-        .iter()
-        .map(|n| {
-            let root = dir.join(n);
-            let log = std::fs::File::create(root.with_extension("log")).unwrap();
-            let child = Command::new(agent_bin())
-                .args(["--name", n, "--server", &roost.mqtt.to_string(), "--root"])
-                .arg(&root)
-                .env("ROOST_BOARD_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            Agent(child)
-        })
-        .collect()
-}
-
-async fn wait_idle(roost: &Roost, names: &[&str]) {
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let list: Value = reqwest::Client::new()
-            .get(roost.url("/api/v1/boards"))
-            .bearer_auth(&roost.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let ok = names.iter().all(|n| {
-            list["boards"].as_array().unwrap().iter().any(|b| b["name"] == *n && b["state"] == "idle")
-        });
-        if ok {
-            return;
-        }
-        assert!(Instant::now() < until, "boards {names:?} not idle: {list:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Runs `roost board ARGS` against `roost`; returns the output and (stdout, stderr).
 async fn cli(roost: &Roost, args: &[&str]) -> (Output, String, String) {
-    let mut cmd = Command::new(ROOST);
-    cmd.arg("board").args(args).arg("--data-dir").arg(&roost.dir);
-    let out = tokio::task::spawn_blocking(move || cmd.stdin(Stdio::null()).output().unwrap()).await.unwrap();
-    let (o, e) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
+    let out = boards::cli(roost, args, "").await;
+    let (o, e) = boards::text(&out);
     (out, o, e)
 }
 
@@ -261,8 +182,8 @@ async fn packages_from_a_local_index_land_under_lib() {
     let data = tempfile::tempdir().unwrap();
     let boards = tempfile::tempdir().unwrap();
     let roost = Roost::start(data.path(), Some(&format!("[boards]\npackage_index = \"{url}/\"\n")));
-    let _agents = agents(&roost, boards.path(), &["b-1", "b-2"]);
-    wait_idle(&roost, &["b-1", "b-2"]).await;
+    let _agents = agents(&roost, boards.path(), &["b-1", "b-2"], &[]);
+    wait_boards(&roost, &["b-1", "b-2"], "idle").await;
 
     // The newest version, as its wheel (not the sdist of the same version), metadata dropped.
     let (out, stdout, stderr) = cli(&roost, &["install", "b-[1-2]", "MyPkg"]).await;
@@ -334,8 +255,8 @@ async fn local_modules_directories_and_archives_land_under_lib() {
     let src = tempfile::tempdir().unwrap();
     // No package index configured: local packages still install; names get a clear error.
     let roost = Roost::start(data.path(), None);
-    let _agents = agents(&roost, boards.path(), &["b-1", "b-2"]);
-    wait_idle(&roost, &["b-1", "b-2"]).await;
+    let _agents = agents(&roost, boards.path(), &["b-1", "b-2"], &[]);
+    wait_boards(&roost, &["b-1", "b-2"], "idle").await;
 
     let module = src.path().join("blink.py");
     std::fs::write(&module, b"import machine\n").unwrap();

@@ -1,158 +1,18 @@
 //! Boards end to end: one real `roost`, real `roost-board` agent processes, the CLI run as an
-//! operator would, and hand-made MQTT clients playing hostile or broken boards.
-//!
-//! The agent binary: cargo gives integration tests only their own package's binaries
-//! (`CARGO_BIN_EXE_roost`), so the agent is found beside `roost` in the same target directory,
-//! and built there once (`cargo build -p roost-board`, same profile) if it is missing. Under
-//! `cargo nextest run` (`make test`) the build has finished when tests start, so this never waits
-//! on cargo's lock; a stale agent is rebuilt the same way (cargo decides what is up to date).
+//! operator would, and hand-made MQTT clients playing hostile or broken boards. The helpers
+//! (agents, CLI, API) are in `common/boards.rs`.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::boards::{agents, api_get, cli, counters, sections, text, wait_boards, Agent};
 use common::{Roost, ROOST};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
-
-/// The `roost-board` binary, built once if needed.
-fn agent_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = Path::new(ROOST).with_file_name("roost-board");
-        let profile_dir = Path::new(ROOST).parent().unwrap();
-        let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-        cargo.args(["build", "-q", "-p", "roost-board", "--bin", "roost-board"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cargo.arg("--release");
-        }
-        if let Some(target) = profile_dir.parent() {
-            cargo.env("CARGO_TARGET_DIR", target);
-        }
-        let status = cargo.current_dir(env!("CARGO_MANIFEST_DIR")).status();
-        assert!(
-            bin.exists(),
-            "{} is missing and `cargo build -p roost-board` did not make it ({status:?})",
-            bin.display()
-        );
-        bin
-    })
-}
-
-/// A `roost-board` process; killed when dropped.
-struct Agent {
-    child: Child,
-    name: String,
-}
-
-impl Agent {
-    fn start(roost: &Roost, name: &str, root: &Path, extra: &[&str]) -> Agent {
-        let log = std::fs::File::create(root.with_extension("log")).unwrap();
-        let child = Command::new(agent_bin())
-            .args(["--name", name, "--server", &roost.mqtt.to_string(), "--root"])
-            .arg(root)
-            .args(extra)
-            .env("ROOST_BOARD_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Agent { child, name: name.to_owned() }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Starts agents `names` with roots under `dir`.
-fn agents(roost: &Roost, dir: &Path, names: &[&str], extra: &[&str]) -> Vec<Agent> {
-    names.iter().map(|n| Agent::start(roost, n, &dir.join(n), extra)).collect()
-}
-
-async fn api_get(roost: &Roost, path: &str) -> Value {
-    let resp = reqwest::Client::new()
-        .get(roost.url(&format!("/api/v1{path}")))
-        .bearer_auth(&roost.token)
-        .send()
-        .await
-        .unwrap();
-    resp.json().await.unwrap()
-}
-
-/// Waits until every board in `names` is listed with `state`.
-async fn wait_boards(roost: &Roost, names: &[&str], state: &str) {
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let list = api_get(roost, "/boards").await;
-        let ok = names.iter().all(|n| {
-            list["boards"].as_array().unwrap().iter().any(|b| b["name"] == *n && b["state"] == state)
-        });
-        if ok {
-            return;
-        }
-        assert!(Instant::now() < until, "boards {names:?} not {state}: {list:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn counters(roost: &Roost) -> Value {
-    api_get(roost, "/boards/counters").await
-}
-
-/// Runs `roost board ARGS` against `roost`, feeding `stdin`.
-async fn cli(roost: &Roost, args: &[&str], stdin: &str) -> Output {
-    let mut cmd = Command::new(ROOST);
-    cmd.arg("board").args(args).arg("--data-dir").arg(&roost.dir);
-    let stdin = stdin.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut child =
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-fn text(out: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn header(name: &str) -> String {
-    let h = format!("## Executing on '{name}' ");
-    format!("{h}{}", "#".repeat(80 - h.len()))
-}
-
-/// Splits `exec` output into (board, body) sections in the order printed.
-fn sections(stdout: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in stdout.lines() {
-        if let Some(rest) = line.strip_prefix("## Executing on '") {
-            let name = rest.split('\'').next().unwrap().to_owned();
-            assert_eq!(line, header(&name), "header not padded to 80 columns");
-            out.push((name, String::new()));
-        } else if let Some((_, body)) = out.last_mut() {
-            body.push_str(line);
-            body.push('\n');
-        } else {
-            panic!("output before the first header: {line:?}");
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_runs_on_every_board_and_prints_each_under_its_header() {

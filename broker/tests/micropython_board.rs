@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Roost, ROOST};
-use serde_json::Value;
+use common::boards::{api_get, cli, header, text};
+use common::Roost;
 
 /// The MicroPython unix port binary; a test without it fails (never skips).
 fn micropython() -> PathBuf {
@@ -75,16 +74,6 @@ impl Drop for MpyBoard {
     }
 }
 
-async fn api_get(roost: &Roost, path: &str) -> Value {
-    let resp = reqwest::Client::new()
-        .get(roost.url(&format!("/api/v1{path}")))
-        .bearer_auth(&roost.token)
-        .send()
-        .await
-        .unwrap();
-    resp.json().await.unwrap()
-}
-
 /// Waits until board `name` is listed with `state`.
 async fn wait_board(roost: &Roost, board: &MpyBoard, name: &str, state: &str) {
     let until = Instant::now() + Duration::from_secs(60);
@@ -100,30 +89,6 @@ async fn wait_board(roost: &Roost, board: &MpyBoard, name: &str, state: &str) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Runs `roost board ARGS` against `roost`, feeding `stdin`.
-async fn cli(roost: &Roost, args: &[&str], stdin: &str) -> Output {
-    let mut cmd = Command::new(ROOST);
-    cmd.arg("board").args(args).arg("--data-dir").arg(&roost.dir);
-    let stdin = stdin.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut child =
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-fn text(out: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn header(name: &str) -> String {
-    let h = format!("## Executing on '{name}' ");
-    format!("{h}{}", "#".repeat(80 - h.len()))
 }
 
 /// The body printed under board `name`'s header by `roost board exec` (one board).

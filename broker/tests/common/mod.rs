@@ -2,6 +2,8 @@
 //! temporary data directory, and talks to it with real clients.
 #![allow(dead_code)]
 
+pub mod boards;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
