@@ -10,54 +10,13 @@
 //!
 //! `ROOST_BENCH_BOARDS` sets the board count (default 200).
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-struct Server {
-    child: Child,
-    mqtt: SocketAddr,
-    api: SocketAddr,
-    token: String,
-}
+mod common;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_roost"))
-        .args(["serve", "--mqtt-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("ROOST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let unset: SocketAddr = "0.0.0.0:0".parse().unwrap();
-    // Owned by `Server` from here on, so it is killed however this ends.
-    let mut server = Server { child, mqtt: unset, api: unset, token: String::new() };
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(bytes) = std::fs::read(dir.join("runtime.json")) {
-            let rt: Value = serde_json::from_slice(&bytes).unwrap();
-            if rt["pid"].as_u64() == Some(server.child.id() as u64) {
-                server.mqtt = rt["mqtt"].as_str().unwrap().parse().unwrap();
-                server.api = rt["api"].as_str().unwrap().parse().unwrap();
-                server.token = std::fs::read_to_string(dir.join("admin.token")).unwrap().trim().to_owned();
-                return server;
-            }
-        }
-        assert!(Instant::now() < until, "roost did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{start, Server};
 
 /// POSTs to a board endpoint and reads the NDJSON answer; returns the results.
 async fn post(server: &Server, path: &str, body: reqwest::Body, json_body: bool) -> Vec<Value> {
@@ -100,7 +59,7 @@ fn main() {
     let boards: usize = std::env::var("ROOST_BENCH_BOARDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
     let roots = tempfile::tempdir().unwrap();
-    let server = start(dir.path());
+    let server = start(dir.path(), None);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let mut agents = Vec::new();

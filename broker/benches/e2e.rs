@@ -11,61 +11,16 @@
 //! `ROOST_BENCH_MESSAGES` sets the message count per run (default 400000).
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
+mod common;
+
+use common::{start, Server};
+
 const CLIENTS: usize = 8;
-
-struct Server {
-    child: Child,
-    mqtt: SocketAddr,
-    api: SocketAddr,
-    token: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path, config: &str) -> Server {
-    let file = dir.join("bench.toml");
-    std::fs::write(&file, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-        .arg("--config")
-        .arg(&file)
-        .args(["serve", "--mqtt-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("ROOST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(bytes) = std::fs::read(dir.join("runtime.json")) {
-            let rt: Value = serde_json::from_slice(&bytes).unwrap();
-            return Server {
-                child,
-                mqtt: rt["mqtt"].as_str().unwrap().parse().unwrap(),
-                api: rt["api"].as_str().unwrap().parse().unwrap(),
-                token: std::fs::read_to_string(dir.join("admin.token")).unwrap().trim().into(),
-            };
-        }
-        if Instant::now() > until || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("roost did not start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 async fn status(server: &Server, http: &reqwest::Client) -> Value {
     let url = format!("http://{}/api/v1/status", server.api);
@@ -155,8 +110,10 @@ fn main() {
     rt.block_on(async {
         // Broker only: ingest + JSON mapping, no sink.
         let dir = tempfile::tempdir().unwrap();
-        let server =
-            start(dir.path(), "[[pipelines]]\nname = \"nosink\"\ntopics = [\"devices/#\"]\nsinks = []\n");
+        let server = start(
+            dir.path(),
+            Some("[[pipelines]]\nname = \"nosink\"\ntopics = [\"devices/#\"]\nsinks = []\n"),
+        );
         let acked = publish(server.mqtt, per_client).await;
         wait_for(&server, &http, "/pipelines/0/messages", total).await;
         println!(
@@ -168,7 +125,7 @@ fn main() {
 
         // End to end into SQLite.
         let dir = tempfile::tempdir().unwrap();
-        let server = start(dir.path(), "");
+        let server = start(dir.path(), None);
         end_to_end("sqlite", &server, &http, per_client).await;
         let rows: i64 = rusqlite::Connection::open(dir.path().join("roost.db"))
             .unwrap()
@@ -193,7 +150,7 @@ fn main() {
         let config = format!(
             "[[sinks]]\nname = \"pg\"\nkind = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\n"
         );
-        let server = start(dir.path(), &config);
+        let server = start(dir.path(), Some(&config));
         end_to_end("postgres (copy)", &server, &http, per_client).await;
         let rows: i64 =
             client.query_one(&format!("SELECT count(*) FROM {schema}.env"), &[]).await.unwrap().get(0);
