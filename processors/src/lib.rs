@@ -4,10 +4,12 @@
 //!   one message at a time.
 //! - [`json_map`]: the built-in JSON mapping, used by every pipeline that names no processor.
 //!
-//! The WebAssembly host (user modules under wasmtime) lives here too once it lands; it implements
-//! the same trait.
+//! - [`wasm`]: user processors, WebAssembly components run by wasmtime, with their versions.
+//! - [`pool`]: the worker threads processors run on, off the async runtime.
 
 pub mod json_map;
+pub mod pool;
+pub mod wasm;
 
 use roost_core::{Message, Record};
 use thiserror::Error;
@@ -20,6 +22,12 @@ pub enum ProcessError {
     /// The payload could not be mapped to records.
     #[error(transparent)]
     Mapping(#[from] MappingError),
+    /// A processor module failed the message (refused it, trapped, broke a limit).
+    #[error("processor {module} v{version}: {reason}")]
+    Module { module: String, version: u32, reason: String },
+    /// The pipeline names a processor that has not been uploaded.
+    #[error("processor {0} is not uploaded (roost processor upload {0} FILE.wasm)")]
+    NotLoaded(String),
 }
 
 /// Turns one message into zero or more records.
