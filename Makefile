@@ -1,7 +1,7 @@
 # The targets CI runs are exactly these: `.ci/run` calls `make lint` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test lint bench services fmt
+.PHONY: run test lint bench services processors fmt
 
 ## Run Roost on its embedded defaults (MQTT 127.0.0.1:1883, admin API 127.0.0.1:8080, SQLite).
 run:
@@ -11,15 +11,17 @@ run:
 # scripts/services.sh wrote (each recipe line is its own shell, so every such line needs it).
 SVC_ENV = set -a; . "$${ROOST_SVC_DIR:-/tmp/roost-svc}/env"; set +a;
 
-## Install and start what the tests need (idempotent), then run every test.
-test: services
+## Install and start what the tests need (idempotent), build the processors, then run every test.
+test: services processors
 	$(SVC_ENV) $(CARGO) test --workspace --doc --quiet
 	$(SVC_ENV) $(CARGO) nextest run --workspace --no-fail-fast
 
-## Formatting and lints, warnings as errors.
+## Formatting and lints, warnings as errors (plugins-wasm, its own workspace, too).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(WASM_TARGET)
+	cd plugins-wasm && $(CARGO) fmt --check && $(CARGO) clippy --release -- -D warnings
 
 ## End-to-end throughput of the release build; prints figures.
 bench: services
@@ -33,5 +35,21 @@ bench: services
 services:
 	bash scripts/services.sh
 
+# The Rust target processors are built for, added to the toolchain only if it is missing.
+WASM_TARGET = rustup target list --installed | grep -x wasm32-wasip2 >/dev/null || rustup target add wasm32-wasip2
+# Where plugins-wasm builds to, as cargo does: $CARGO_TARGET_DIR if set (CI sets it), else plugins-wasm/target.
+WASM_OUT = $${CARGO_TARGET_DIR:-plugins-wasm/target}/wasm32-wasip2
+
+## Build the processors (docs/processors.md): plugins-wasm's SDK, examples and test modules (into
+## <target dir>/wasm32-wasip2/release) and the Python example (into <target dir>/wasm32-wasip2/python),
+## first installing the wasm32-wasip2 target and componentize-py if they are missing.
+processors:
+	$(WASM_TARGET)
+	componentize-py --version >/dev/null 2>&1 || pip install componentize-py==0.25.1
+	cd plugins-wasm && $(CARGO) build --release
+	mkdir -p "$(WASM_OUT)/python"
+	bash plugins-wasm/python/build.sh plugins-wasm/python/examples/myt_compat.py "$(WASM_OUT)/python/myt_compat.wasm"
+
 fmt:
 	$(CARGO) fmt --all
+	cd plugins-wasm && $(CARGO) fmt

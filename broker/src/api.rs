@@ -36,6 +36,8 @@ pub struct ApiState {
     pub replay: crate::deadletter::api::Replay,
     /// The board command service (`/api/v1/boards/...`, see `boards::api`).
     pub boards: Arc<crate::boards::BoardService>,
+    /// WebAssembly processors (`/api/v1/processors/...`, see `processors::api`).
+    pub processors: Arc<crate::processors::Processors>,
 }
 
 /// An API error, rendered as JSON.
@@ -81,7 +83,8 @@ pub fn start(listen: SocketAddr, state: Arc<ApiState>) -> std::io::Result<(Socke
                     .wrap(from_fn(require_token))
                     .route("/status", web::get().to(status))
                     .configure(crate::deadletter::api::configure)
-                    .configure(crate::boards::api::configure),
+                    .configure(crate::boards::api::configure)
+                    .configure(crate::processors::api::configure),
             )
             .default_service(web::to(|| async { ApiError::NotFound.error_response() }))
     })
@@ -138,6 +141,7 @@ async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
         "event",
         state.boards.counters.snapshot(),
     );
+    stats::processor_metrics(&mut body, &state.processors.registry.list());
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(body)
 }
 

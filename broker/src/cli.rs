@@ -1,5 +1,5 @@
-//! The `roost` command line: `serve`, `status`, `stop`, `config check` and `board ...` (in
-//! `boards::cli`). Client commands find
+//! The `roost` command line: `serve`, `status`, `stop`, `config check`, `processor ...` (in
+//! `processors::cli`) and `board ...` (in `boards::cli`). Client commands find
 //! the running server through the data directory (its token and `runtime.json`).
 
 use std::path::{Path, PathBuf};
@@ -64,6 +64,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Processors: upload WebAssembly modules, list, show, test, roll back, delete.
+    Processor {
+        #[command(subcommand)]
+        command: crate::processors::cli::ProcessorCommand,
+    },
     /// Boards: list, run code, upload files, rename (names are hostlists: `b-[1-3],lab.pi4`).
     Board {
         #[command(subcommand)]
@@ -119,6 +124,10 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("# configuration is valid; effective settings (secrets masked):");
             print!("{}", settings.redacted());
             Ok(())
+        }
+        Command::Processor { command } => {
+            let settings = cli.settings(Overrides::default())?;
+            crate::processors::cli::run(command, &settings)
         }
         Command::Board { command } => {
             let settings = cli.settings(Overrides::default())?;

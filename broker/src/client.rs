@@ -43,6 +43,7 @@ impl ApiClient {
             Body::None => req,
             Body::Json(v) => req.json(&v),
             Body::Bytes(b) => req.header(reqwest::header::CONTENT_TYPE, "application/octet-stream").body(b),
+            Body::Typed(content_type, b) => req.header(reqwest::header::CONTENT_TYPE, content_type).body(b),
         };
         let resp = req
             .send()
@@ -68,6 +69,12 @@ impl ApiClient {
         body: Option<&Value>,
     ) -> Result<T> {
         let body = body.map_or(Body::None, |v| Body::Json(v.clone()));
+        let resp = self.send(method.clone(), path, body).await?;
+        resp.json().await.with_context(|| format!("reading the answer of {method} {path}"))
+    }
+
+    /// `METHOD /api/v1{path}` with any body; the JSON answer.
+    pub async fn send_body<T: DeserializeOwned>(&self, method: Method, path: &str, body: Body) -> Result<T> {
         let resp = self.send(method.clone(), path, body).await?;
         resp.json().await.with_context(|| format!("reading the answer of {method} {path}"))
     }
@@ -112,6 +119,8 @@ pub enum Body {
     None,
     Json(Value),
     Bytes(Vec<u8>),
+    /// Bytes with their content type.
+    Typed(String, Vec<u8>),
 }
 
 /// Runs one client command's future to completion.

@@ -52,6 +52,101 @@ pub struct Settings {
     /// `[boards]`: the board command channel.
     #[serde(default)]
     pub boards: crate::boards::BoardSettings,
+    /// `[processors]`: limits and workers for WebAssembly processors.
+    pub processors: ProcessorSettings,
+}
+
+/// `[processors]`: how user processors run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorSettings {
+    /// Worker threads per pipeline that has a processor.
+    pub workers: usize,
+    /// CPU budget per message, in milliseconds.
+    pub cpu_budget_ms: u64,
+    /// Budget for starting an instance and running its `init`, in milliseconds.
+    pub init_budget_ms: u64,
+    /// Memory an instance may grow to, in MiB.
+    pub memory_mib: usize,
+    /// Records one message may produce.
+    pub max_records: usize,
+    /// Bytes of records one message may produce, in KiB.
+    pub max_output_kib: usize,
+    /// The largest `.wasm` upload, in MiB.
+    pub max_upload_mib: usize,
+}
+
+impl ProcessorSettings {
+    pub fn limits(&self) -> roost_processors::wasm::Limits {
+        roost_processors::wasm::Limits {
+            cpu_budget: std::time::Duration::from_millis(self.cpu_budget_ms),
+            init_budget: std::time::Duration::from_millis(self.init_budget_ms),
+            memory_bytes: self.memory_mib << 20,
+            max_records: self.max_records,
+            max_output_bytes: self.max_output_kib << 10,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let checks = [
+            ("workers", self.workers as u64, 1, 256),
+            ("cpu_budget_ms", self.cpu_budget_ms, 1, 600_000),
+            ("init_budget_ms", self.init_budget_ms, 1, 600_000),
+            ("memory_mib", self.memory_mib as u64, 1, 4095),
+            ("max_records", self.max_records as u64, 1, 10_000_000),
+            ("max_output_kib", self.max_output_kib as u64, 1, 1 << 20),
+            ("max_upload_mib", self.max_upload_mib as u64, 1, 1024),
+        ];
+        for (key, value, min, max) in checks {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key: format!("processors.{key}"),
+                    message: format!("{value} is out of range ({min}..={max})"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pipeline's processor: a name (following the active version), or a table with a pinned
+/// version and the config string passed to its `init`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ProcessorRef {
+    Name(String),
+    Table(ProcessorTable),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorTable {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    #[serde(default)]
+    pub config: String,
+}
+
+impl ProcessorRef {
+    pub fn name(&self) -> &str {
+        match self {
+            ProcessorRef::Name(n) => n,
+            ProcessorRef::Table(t) => &t.name,
+        }
+    }
+    pub fn version(&self) -> Option<u32> {
+        match self {
+            ProcessorRef::Name(_) => None,
+            ProcessorRef::Table(t) => t.version,
+        }
+    }
+    pub fn config(&self) -> &str {
+        match self {
+            ProcessorRef::Name(_) => "",
+            ProcessorRef::Table(t) => &t.config,
+        }
+    }
 }
 
 /// `[mqtt]`: the embedded broker's listener.
@@ -93,6 +188,9 @@ pub struct PipelineSettings {
     /// Names of `[[sinks]]` entries. Empty: records are produced and counted, then dropped.
     #[serde(default)]
     pub sinks: Vec<String>,
+    /// The processor messages go through; none: the built-in JSON mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processor: Option<ProcessorRef>,
 }
 
 /// One sink, its common options taken out of its `[[sinks]]` table.
@@ -172,6 +270,7 @@ impl Settings {
             name: "default".into(),
             topics: vec!["devices/#".into()],
             sinks: self.sink_specs()?.into_iter().map(|s| s.name).collect(),
+            processor: None,
         }])
     }
 
@@ -188,6 +287,7 @@ impl Settings {
             return Err(invalid("mqtt.max_packet_size".into(), "must be at least 1024 bytes".into()));
         }
         self.boards.validate().map_err(|m| invalid("boards".into(), m))?;
+        self.processors.validate()?;
         let ctx = SinkContext { data_dir: self.data_dir.clone() };
         let sinks = self.sink_specs()?;
         let mut names = HashSet::new();
@@ -215,6 +315,10 @@ impl Settings {
             for t in &p.topics {
                 roost_core::topic::validate_filter(t)
                     .map_err(|e| invalid(format!("pipelines[{i}].topics"), e.to_string()))?;
+            }
+            if let Some(processor) = &p.processor {
+                roost_processors::wasm::check_name(processor.name())
+                    .map_err(|e| invalid(format!("pipelines[{i}].processor"), e.to_string()))?;
             }
             for s in &p.sinks {
                 if !names.contains(s.as_str()) {

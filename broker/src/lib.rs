@@ -10,7 +10,8 @@
 //! - [`deadletter`]: what could not be written or mapped, kept to be listed and replayed.
 //! - [`client`]: the admin API client the CLI's client commands share.
 //! - [`server`]: wiring, serving and the ordered shutdown.
-//! - [`cli`]: `roost serve | status | stop | config check | board ...`.
+//! - [`cli`]: `roost serve | status | stop | config check | processor ... | board ...`.
+//! - [`processors`]: WebAssembly processors in the server (`/api/v1/processors`, `roost processor`).
 //! - [`boards`]: the board command service (registry, requests, `/api/v1/boards`, `roost board`).
 
 pub mod api;
@@ -22,6 +23,7 @@ pub mod datadir;
 pub mod deadletter;
 pub mod mqtt;
 pub mod pipeline;
+pub mod processors;
 pub mod server;
 pub mod sink;
 pub mod stats;

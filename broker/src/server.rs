@@ -24,7 +24,8 @@ use crate::datadir;
 use crate::deadletter::api::{Replay, Targets};
 use crate::deadletter::DeadLetters;
 use crate::mqtt::{Broker, ListenerConfig};
-use crate::pipeline::{self, PipelineActor};
+use crate::pipeline::{self, PipelineActor, Stage};
+use crate::processors::Processors;
 use crate::sink::SinkActor;
 use crate::stats::{SinkStatus, Stats};
 
@@ -68,7 +69,9 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
         info!(sink = %spec.name, kind = %spec.kind, batch_size = spec.batch_size, linger_ms = spec.linger_ms, "sink ready");
     }
 
-    // Then pipelines.
+    // Then processors and pipelines.
+    let processors =
+        Arc::new(Processors::open(&data_dir, &settings.processors, &settings.pipeline_specs()?)?);
     let mut routes = Vec::new();
     let mut pipeline_info = Vec::new();
     for p in settings.pipeline_specs()? {
@@ -76,18 +79,18 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
         if sinks.is_empty() {
             warn!(pipeline = %p.name, "pipeline has no sinks: its records are counted and dropped");
         }
-        let (actor, tx) = PipelineActor::new(
-            &p.name,
-            Box::new(JsonMapping::default()),
-            sinks,
-            stop_intake.clone(),
-            dead_letters.clone(),
-        );
+        let stage = match processors.pool(&p.name)? {
+            Some(pool) => Stage::Pool(pool),
+            None => Stage::Inline(Box::new(JsonMapping::default())),
+        };
+        let (actor, tx) =
+            PipelineActor::new(&p.name, stage, sinks, stop_intake.clone(), dead_letters.clone());
         replay.pipelines.insert(p.name.clone(), tx.clone());
         pipeline_info.push((actor.stats(), p.topics.clone(), p.sinks.clone()));
         routes.push((p.topics.clone(), tx));
         actors.spawn(actor.run());
-        info!(pipeline = %p.name, topics = ?p.topics, sinks = ?p.sinks, "pipeline ready");
+        let processor = p.processor.as_ref().map_or("json mapping", |r| r.name());
+        info!(pipeline = %p.name, topics = ?p.topics, sinks = ?p.sinks, processor, "pipeline ready");
     }
     // The pipelines and the replay targets hold the only sink senders now: when the pipelines
     // finish and the replay targets are closed, the sinks flush and stop.
@@ -110,6 +113,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
         dead_letters: dead_letters.clone(),
         replay: Replay::new(replay),
         boards: boards.clone(),
+        processors,
     });
     let (api_addr, api) = api::start(settings.api.listen, state.clone())
         .map_err(|e| anyhow!("cannot listen on {} (setting api.listen): {e}", settings.api.listen))?;

@@ -376,6 +376,49 @@ pub fn labelled_counters<'a>(
     }
 }
 
+/// Per processor version: calls, errors, whether it is failing, mean and p99 call time.
+pub fn processor_metrics(out: &mut String, processors: &[roost_processors::wasm::ProcessorInfo]) {
+    type Metric = (&'static str, &'static str, &'static str, fn(&roost_processors::wasm::CallSummary) -> f64);
+    let metrics: [Metric; 5] = [
+        ("roost_processor_calls_total", "counter", "Messages a processor version was called for.", |c| {
+            c.calls as f64
+        }),
+        (
+            "roost_processor_errors_total",
+            "counter",
+            "Messages a processor version failed (refused, trapped, over a limit, could not start).",
+            |c| c.errors as f64,
+        ),
+        (
+            "roost_processor_failing",
+            "gauge",
+            "1 while a processor version has failed many messages in a row.",
+            |c| f64::from(u8::from(c.failing)),
+        ),
+        ("roost_processor_call_mean_microseconds", "gauge", "Mean time of a processor call.", |c| c.mean_us),
+        (
+            "roost_processor_call_p99_microseconds",
+            "gauge",
+            "99th percentile of a processor call's time (bucket bound).",
+            |c| c.p99_us,
+        ),
+    ];
+    for (name, kind, help, value) in metrics {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for p in processors {
+            for v in &p.versions {
+                let _ = writeln!(
+                    out,
+                    "{name}{{processor=\"{}\",version=\"{}\"}} {}",
+                    escape(&p.name),
+                    v.info.version,
+                    value(&v.calls)
+                );
+            }
+        }
+    }
+}
+
 /// Escapes a Prometheus label value.
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")

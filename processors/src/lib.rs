@@ -25,6 +25,9 @@ pub enum ProcessError {
     /// A processor module failed the message (refused it, trapped, broke a limit).
     #[error("processor {module} v{version}: {reason}")]
     Module { module: String, version: u32, reason: String },
+    /// The processor's host code panicked (a bug in Roost, not in the module).
+    #[error("processor {0} panicked in the host; see the log")]
+    Panicked(String),
     /// The pipeline names a processor that has not been uploaded.
     #[error("processor {0} is not uploaded (roost processor upload {0} FILE.wasm)")]
     NotLoaded(String),

@@ -30,7 +30,8 @@ struct Job {
     reply: oneshot::Sender<Processed>,
 }
 
-/// A fixed set of worker threads sharing one job queue.
+/// A fixed set of worker threads sharing one job queue. Clones share the workers.
+#[derive(Clone)]
 pub struct WorkerPool {
     jobs: crossbeam_channel::Sender<Job>,
     workers: usize,
@@ -52,7 +53,7 @@ impl WorkerPool {
             std::thread::Builder::new().name(format!("proc-{name}-{i}")).spawn(move || {
                 let mut processor = factory();
                 for job in queue {
-                    let _ = job.reply.send(run(processor.as_mut(), job.messages));
+                    let _ = job.reply.send(run(&mut processor, job.messages, Some(&factory)));
                 }
             })?;
         }
@@ -84,15 +85,31 @@ impl WorkerPool {
     }
 }
 
-/// Runs `processor` over `messages`: what a worker does with one job. Also used inline.
-pub fn run(processor: &mut dyn Processor, messages: Vec<Message>) -> Processed {
+/// Runs `processor` over `messages`: what a worker does with one job; also used inline. A
+/// panic in a processor fails only its message; with a `factory` the processor is replaced.
+pub fn run(
+    processor: &mut Box<dyn Processor>,
+    messages: Vec<Message>,
+    factory: Option<&Factory>,
+) -> Processed {
     let mut out = Processed { messages: messages.len(), ..Processed::default() };
     for msg in messages {
         let before = out.records.len();
-        if let Err(e) = processor.process(&msg, &mut out.records) {
-            out.records.truncate(before);
-            out.failed.push((msg, e));
-        }
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            processor.process(&msg, &mut out.records)
+        }));
+        let error = match result {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(_) => {
+                if let Some(factory) = factory {
+                    *processor = factory();
+                }
+                ProcessError::Panicked(processor.name().to_string())
+            }
+        };
+        out.records.truncate(before);
+        out.failed.push((msg, error));
     }
     out
 }

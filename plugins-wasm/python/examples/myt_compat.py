@@ -2,11 +2,9 @@
 #
 # Its devices publish {"measurement": "env", "sensor": "greenhouse-3", "data": {...}}, and the
 # script was `main(data) -> data`. The same logic, with the record made explicit:
-import roost
-
 
 def init(config):
-    roost.info(f"myt-compat ready (config {config!r})")
+    print(f"myt-compat ready (config {config!r})")  # print() goes to Roost's log
 
 
 def process(message):

@@ -1,11 +1,37 @@
 """The component's entry point: adapts the `processor` world to a plain `process(message)`
 function in the user's module (copied in as `user_processor` by build.sh). Not for editing."""
 
+import sys
+
 from componentize_py_types import Err
 from wit_world.imports import types
 
 import roost
-import user_processor
+
+
+class _LogStream:
+    """print() and tracebacks go to Roost's log a line at a time (the component has no stdout)."""
+
+    def __init__(self, log):
+        self._log = log
+        self._line = ""
+
+    def write(self, text):
+        self._line += text
+        while "\n" in self._line:
+            line, self._line = self._line.split("\n", 1)
+            if line.strip():
+                self._log(line)
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+sys.stdout = _LogStream(roost.info)
+sys.stderr = _LogStream(roost.warn)
+
+import user_processor  # noqa: E402  (after the streams, so its import-time prints are logged)
 
 
 def _field(name, value):

@@ -14,7 +14,10 @@ mod wasi;
 
 pub use host::{Instance, Limits, Module, Runtime};
 pub use processor::WasmProcessor;
-pub use registry::{ProcessorInfo, Registry, RegistryError, SampleResult, Slot, Uploaded, VersionInfo};
+pub use registry::{
+    check_name, record_json, ProcessorInfo, Registry, RegistryError, SampleResult, Slot, Uploaded,
+    VersionInfo, VersionStatus,
+};
 pub use stats::{CallStats, CallSummary, FAILING_AFTER};
 
 use thiserror::Error;

@@ -147,12 +147,18 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> RegistryError {
     RegistryError::Io { path: path.display().to_string(), error: e.to_string() }
 }
 
-/// Checks a processor name: the identifier rule (it names directories and metrics).
+/// Checks a processor name (it names a directory, URLs and metric labels): 1 to 63 ASCII
+/// letters, digits, `-` and `_`, starting with a letter.
 pub fn check_name(name: &str) -> Result<(), RegistryError> {
-    let bad = |why: String| RegistryError::BadName { name: name.chars().take(80).collect(), why };
-    ident::validate(name).map_err(|e| bad(e.to_string()))?;
+    let bad = |why: &str| RegistryError::BadName { name: name.chars().take(80).collect(), why: why.into() };
+    if name.is_empty() || name.len() > ident::MAX_IDENT_LEN {
+        return Err(bad("use 1 to 63 characters"));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(bad("start with a letter"));
+    }
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(bad("use letters, digits, '-' and '_'".into()));
+        return Err(bad("use ASCII letters, digits, '-' and '_'"));
     }
     Ok(())
 }

@@ -42,10 +42,12 @@ pub fn python(name: &str) -> PathBuf {
     let mut built = BUILT.lock().unwrap();
     if !built.iter().any(|b| b == name) {
         std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        // Built under another name and renamed: tests in other processes may be reading it.
+        let tmp = out.with_extension(format!("{}.tmp", std::process::id()));
         let status = Command::new("bash")
             .arg(root().join("plugins-wasm/python/build.sh"))
             .arg(&source)
-            .arg(&out)
+            .arg(&tmp)
             .stdout(std::process::Stdio::null())
             .status()
             .expect("run plugins-wasm/python/build.sh");
@@ -54,6 +56,7 @@ pub fn python(name: &str) -> PathBuf {
             "building {} failed (is componentize-py installed? make processors)",
             source.display()
         );
+        std::fs::rename(&tmp, &out).unwrap();
         built.push(name.to_string());
     }
     out
