@@ -24,7 +24,8 @@ lint:
 	cd plugins-wasm && $(CARGO) fmt --check && $(CARGO) clippy --release -- -D warnings
 
 ## End-to-end throughput of the release build; prints figures.
-bench: services
+bench: services processors
+	$(CARGO) bench -p roost-processors --bench processors
 	$(SVC_ENV) $(CARGO) bench -p roost-connectors --bench sql_sinks
 	$(SVC_ENV) $(CARGO) bench -p roost-connectors --bench schemaless_sinks
 	$(SVC_ENV) $(CARGO) bench -p roost --bench e2e

@@ -5,6 +5,8 @@
 //! payloads, and prints:
 //! - end to end: messages/s from the first publish until every row is committed in SQLite;
 //! - broker only: the same load through a pipeline with no sink (MQTT + ingest + JSON mapping);
+//! - end to end into SQLite through a WebAssembly processor (the passthrough and
+//!   celsius-to-fahrenheit examples, uploaded over the API), next to the same without one;
 //! - end to end into PostgreSQL (binary COPY), when `ROOST_TEST_POSTGRES_URL` is set (`make bench`
 //!   sets it).
 //!
@@ -17,6 +19,8 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
 mod common;
+#[path = "../../processors/tests/common/examples.rs"]
+mod examples;
 
 use common::{start, Server};
 
@@ -75,9 +79,23 @@ async fn publish(addr: SocketAddr, per_client: u64) -> Duration {
     started.elapsed()
 }
 
-/// Polls the status until the number at `pointer` (a JSON pointer) reaches `want`.
+/// Polls the status until the number at `pointer` (a JSON pointer) reaches `want`; gives up,
+/// showing the status, after two minutes without progress.
 async fn wait_for(server: &Server, http: &reqwest::Client, pointer: &str, want: u64) {
-    while status(server, http).await.pointer(pointer).and_then(Value::as_u64) != Some(want) {
+    let (mut last, mut since) = (None, Instant::now());
+    loop {
+        let doc = status(server, http).await;
+        let now = doc.pointer(pointer).and_then(Value::as_u64);
+        if now == Some(want) {
+            return;
+        }
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(120),
+            "stuck at {now:?} of {want} at {pointer}: {doc:#}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -91,11 +109,17 @@ async fn end_to_end(label: &str, server: &Server, http: &reqwest::Client, per_cl
     wait_for(server, http, "/sinks/0/records_written", total).await;
     let committed = started.elapsed();
     println!(
-        "end to end into {label:<16} {:>9.0} msg/s  ({total} rows committed in {:.2}s; publishers acked in {:.2}s)",
+        "end to end into {label:<34} {:>9.0} msg/s  ({total} rows committed in {:.2}s; publishers acked in {:.2}s)",
         total as f64 / committed.as_secs_f64(),
         committed.as_secs_f64(),
         acked.as_secs_f64()
     );
+}
+
+/// Rows in the `env` table of the SQLite sink in `data_dir`.
+fn sqlite_rows(data_dir: &std::path::Path) -> u64 {
+    let conn = rusqlite::Connection::open(data_dir.join("roost.db")).unwrap();
+    conn.query_row("SELECT count(*) FROM env", [], |r| r.get::<_, i64>(0)).unwrap() as u64
 }
 
 fn main() {
@@ -127,12 +151,26 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let server = start(dir.path(), None);
         end_to_end("sqlite", &server, &http, per_client).await;
-        let rows: i64 = rusqlite::Connection::open(dir.path().join("roost.db"))
-            .unwrap()
-            .query_row("SELECT count(*) FROM env", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(rows as u64, total, "rows in SQLite");
+        assert_eq!(sqlite_rows(dir.path()), total, "rows in SQLite");
         drop(server);
+
+        // End to end into SQLite through a processor.
+        for example in ["passthrough", "celsius-to-fahrenheit"] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = "[[pipelines]]\nname = \"p\"\ntopics = [\"devices/#\"]\nsinks = [\"sqlite\"]\nprocessor = \"bench\"\n";
+            let server = start(dir.path(), Some(config));
+            let resp = http
+                .put(format!("http://{}/api/v1/processors/bench", server.api))
+                .bearer_auth(&server.token)
+                .body(examples::read(&examples::rust(example)))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+            end_to_end(&format!("sqlite + {example}"), &server, &http, per_client).await;
+            assert_eq!(sqlite_rows(dir.path()), total, "rows in SQLite");
+            drop(server);
+        }
 
         // End to end into PostgreSQL.
         let Ok(url) = std::env::var("ROOST_TEST_POSTGRES_URL") else {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use roost_core::{FieldValue as CoreValue, Message as CoreMessage, Record as CoreRecord};
 use tracing::{debug, error, info, trace, warn};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 
 use super::bindings::roost::processor::log::{self as log_iface, Level};
 use super::bindings::roost::processor::types::{FieldValue, Message, Record};
@@ -23,7 +23,8 @@ const TICK: Duration = Duration::from_millis(1);
 /// The limits every call runs under.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
-    /// Wall-clock CPU budget per `process` call; rounded up to whole milliseconds.
+    /// CPU time per `process` call: the worker thread's own, measured once the call has run
+    /// this long in wall time (so an endless loop stops after one to two budgets).
     pub cpu_budget: Duration,
     /// Budget for starting an instance and running `init` (a Python module unpacks its
     /// interpreter then).
@@ -189,10 +190,24 @@ impl Module {
         let state = HostState::new(&self.name, self.version, limiter);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
+        // The epoch deadline is wall-clock and costs nothing per call. When a call is still
+        // running after its budget of wall time, the thread's CPU clock is read (a system call,
+        // too dear for every call) and the call is stopped once it has used its budget of CPU
+        // time from then on: a worker merely descheduled on a busy machine is not charged for
+        // the wait, and an endless loop stops after one to two budgets.
+        store.epoch_deadline_callback(|mut ctx| {
+            let now = thread_cpu_time();
+            let state = ctx.data_mut();
+            let since = *state.cpu_checked.get_or_insert(now);
+            Ok(match state.cpu_budget.checked_sub(now.saturating_sub(since)) {
+                Some(left) if !left.is_zero() => UpdateDeadline::Continue(ticks(left)),
+                _ => UpdateDeadline::Interrupt,
+            })
+        });
         // wasmtime's own bound on what one call may copy out of the guest, set explicitly: it
         // stops the host from allocating without bound before the output cap below is checked.
         store.set_hostcall_fuel(HOSTCALL_FUEL);
-        store.set_epoch_deadline(ticks(self.limits.init_budget));
+        begin_call(&mut store, self.limits.init_budget);
         let bindings =
             self.pre.instantiate(&mut store).map_err(|e| self.trap(&mut store, "instantiate", e))?;
         match bindings.call_init(&mut store, config) {
@@ -261,7 +276,7 @@ impl Instance {
         };
         let limits = &module.limits;
         self.store.data_mut().new_call();
-        self.store.set_epoch_deadline(ticks(limits.cpu_budget));
+        begin_call(&mut self.store, limits.cpu_budget);
         let records = match self.bindings.call_process(&mut self.store, &message) {
             Ok(Ok(records)) => records,
             Ok(Err(e)) => return Err(ModuleError::Refused(e.message)),
@@ -287,6 +302,21 @@ impl Instance {
         out.extend(records.into_iter().map(into_core));
         Ok(())
     }
+}
+
+/// Starts the CPU budget of a call.
+fn begin_call(store: &mut Store<HostState>, budget: Duration) {
+    let state = store.data_mut();
+    state.cpu_checked = None;
+    state.cpu_budget = budget;
+    store.set_epoch_deadline(ticks(budget));
+}
+
+/// CPU time this thread has used.
+fn thread_cpu_time() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
 }
 
 /// See [`Module::instantiate`].
@@ -337,6 +367,10 @@ pub struct HostState {
     version: u32,
     limits: StoreLimits,
     memory_refused: bool,
+    /// The thread's CPU time when the current call first ran past its budget of wall time,
+    /// and the call's budget.
+    cpu_checked: Option<Duration>,
+    cpu_budget: Duration,
     /// Unfinished stdout/stderr lines.
     pending: [Vec<u8>; 2],
     /// The last stderr lines of the current call, for the reason of a failure.
@@ -364,6 +398,8 @@ impl HostState {
             version,
             limits,
             memory_refused: false,
+            cpu_checked: None,
+            cpu_budget: Duration::ZERO,
             pending: [Vec::new(), Vec::new()],
             stderr_tail: std::collections::VecDeque::new(),
             log_budget: LogBudget { window: Instant::now(), used: 0, dropped: 0 },

@@ -79,7 +79,20 @@ impl WasmProcessor {
         }
     }
 
+    /// Whether the instance can take the next message as is: it exists and no other version
+    /// became active since it started (one atomic load, no lock).
+    fn current(&self) -> bool {
+        match &self.source {
+            _ if self.instance.is_none() => false,
+            Source::Pinned(_) => true,
+            Source::Follow(slot) => slot.generation() == self.generation,
+        }
+    }
+
     fn instance(&mut self) -> Result<&mut Instance, ProcessError> {
+        if self.current() {
+            return Ok(self.instance.as_mut().expect("checked by current()"));
+        }
         let module = self.module()?;
         if self.instance.is_none() {
             if let Some(b) = &self.broken {

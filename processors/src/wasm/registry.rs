@@ -116,6 +116,11 @@ impl Slot {
         &self.name
     }
 
+    /// Changes with every swap; cheap to read before each message.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(SeqCst)
+    }
+
     /// The generation and module in force now.
     pub fn current(&self) -> (u64, Option<Arc<Module>>) {
         let current = self.current.read().expect("slot lock");
@@ -123,8 +128,11 @@ impl Slot {
     }
 
     fn set(&self, module: Option<Arc<Module>>) {
+        // The generation moves while the lock is held: a reader that sees the new one then
+        // waits for the lock and reads the new module.
+        let mut current = self.current.write().expect("slot lock");
         let generation = self.generation.fetch_add(1, SeqCst) + 1;
-        *self.current.write().expect("slot lock") = (generation, module);
+        *current = (generation, module);
     }
 }
 

@@ -72,8 +72,14 @@ impl CallStats {
     }
 
     fn succeeded(&self) {
-        self.failures_in_a_row.store(0, Relaxed);
-        self.failing.store(false, Relaxed);
+        // Loads first: every worker calls this per message, and a store would make the
+        // counters' cache line bounce between them.
+        if self.failures_in_a_row.load(Relaxed) != 0 {
+            self.failures_in_a_row.store(0, Relaxed);
+        }
+        if self.failing.load(Relaxed) {
+            self.failing.store(false, Relaxed);
+        }
     }
 
     pub fn summary(&self) -> CallSummary {

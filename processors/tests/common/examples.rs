@@ -1,4 +1,5 @@
 //! The example processors, built on first use (once per test process) from `plugins-wasm/`.
+#![allow(dead_code)] // each user takes what it needs
 //! Shared by the processors' and the broker's tests.
 
 use std::path::{Path, PathBuf};
