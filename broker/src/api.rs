@@ -170,6 +170,7 @@ pub fn snapshot(state: &ApiState) -> Status {
             .map(|(p, topics, sinks)| PipelineStatus {
                 name: p.name.clone(),
                 topics: topics.clone(),
+                processor: state.processors.label(&p.name),
                 sinks: sinks.clone(),
                 messages: p.messages.load(Relaxed),
                 records: p.records.load(Relaxed),

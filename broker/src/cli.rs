@@ -171,6 +171,7 @@ pub fn render_status(s: &Status) -> String {
     let mut rows = vec![vec![
         "PIPELINE".into(),
         "TOPICS".into(),
+        "PROCESSOR".into(),
         "MESSAGES".into(),
         "RECORDS".into(),
         "ERRORS".into(),
@@ -180,6 +181,7 @@ pub fn render_status(s: &Status) -> String {
         rows.push(vec![
             p.name.clone(),
             p.topics.join(","),
+            p.processor.clone().unwrap_or_else(|| "json mapping".into()),
             p.messages.to_string(),
             p.records.to_string(),
             p.errors.to_string(),

@@ -185,6 +185,9 @@ pub struct Listeners {
 pub struct PipelineStatus {
     pub name: String,
     pub topics: Vec<String>,
+    /// The processor it follows (`name`) or pins (`name@version`); none: the JSON mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processor: Option<String>,
     pub sinks: Vec<String>,
     pub messages: u64,
     pub records: u64,

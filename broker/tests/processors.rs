@@ -106,6 +106,12 @@ async fn celsius_example_uploaded_over_http_converts_what_devices_publish() {
     let devices: i64 = db.query_row("SELECT count(DISTINCT device) FROM env", [], |r| r.get(0)).unwrap();
     assert_eq!(devices, 4);
 
+    // The status names each pipeline's processor.
+    let (ok, out, err) = cli(&roost, &["status"]);
+    assert!(ok, "{err}");
+    let line = |name: &str| out.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
+    assert!(line("proc ").contains(" c2f ") && line("spare ").contains("json mapping"), "{out}");
+
     // The CLI sees it, with its call statistics.
     let (ok, out, err) = cli(&roost, &["processor", "list"]);
     assert!(ok && out.contains("c2f") && out.contains("proc"), "{out}{err}");

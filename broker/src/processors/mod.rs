@@ -69,6 +69,15 @@ impl Processors {
         Ok(Some(pool))
     }
 
+    /// What `pipeline` runs, for the status: `name`, or `name@version` when pinned.
+    pub fn label(&self, pipeline: &str) -> Option<String> {
+        let (_, name, version, _) = self.users.iter().find(|u| u.0 == pipeline)?;
+        Some(match version {
+            Some(v) => format!("{name}@{v}"),
+            None => name.clone(),
+        })
+    }
+
     /// The pipelines that name `processor`.
     pub fn pipelines_using(&self, processor: &str) -> Vec<String> {
         self.users.iter().filter(|u| u.1 == processor).map(|u| u.0.clone()).collect()
