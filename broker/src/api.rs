@@ -70,6 +70,55 @@ impl ResponseError for ApiError {
     }
 }
 
+/// An endpoint's error answer: `{"error": {"code", "message", ...details}}` with its status.
+#[derive(Debug)]
+pub struct Failure {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// More keys of the error object (e.g. each sample's result).
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Failure {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Failure { status, code, message: message.into(), details: serde_json::Map::new() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn internal(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, code, message)
+    }
+
+    /// Adds `key` to the error object.
+    pub fn with(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.details.insert(key.into(), value);
+        self
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl ResponseError for Failure {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut error = self.details.clone();
+        error.insert("code".into(), self.code.into());
+        error.insert("message".into(), self.message.clone().into());
+        HttpResponse::build(self.status).json(json!({ "error": error }))
+    }
+}
+
 /// Starts the API server on `listen`; returns the bound address and a handle to stop it.
 pub fn start(listen: SocketAddr, state: Arc<ApiState>) -> std::io::Result<(SocketAddr, ServerHandle)> {
     let data = web::Data::from(state.clone());

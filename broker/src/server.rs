@@ -70,11 +70,11 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
     }
 
     // Then processors and pipelines.
-    let processors =
-        Arc::new(Processors::open(&data_dir, &settings.processors, &settings.pipeline_specs()?)?);
+    let pipelines = settings.pipeline_specs()?;
+    let processors = Arc::new(Processors::open(&data_dir, &settings.processors, &pipelines)?);
     let mut routes = Vec::new();
     let mut pipeline_info = Vec::new();
-    for p in settings.pipeline_specs()? {
+    for p in pipelines {
         let sinks: Vec<_> = sink_handles.iter().filter(|h| p.sinks.contains(&h.name)).cloned().collect();
         if sinks.is_empty() {
             warn!(pipeline = %p.name, "pipeline has no sinks: its records are counted and dropped");

@@ -11,14 +11,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::{web, HttpResponse};
 use roost_core::{Message, Record};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{DeadLetters, Letter, Selection};
-use crate::api::ApiState;
+use crate::api::{ApiState, Failure};
 use crate::sink::SinkHandle;
 
 /// Most entries one replay hands over.
@@ -83,38 +83,6 @@ impl Query {
     }
 }
 
-/// An error answer: `{"error": {"code", "message"}}` with its status.
-#[derive(Debug)]
-struct Failure {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl Failure {
-    fn bad_request(message: String) -> Self {
-        Failure { status: StatusCode::BAD_REQUEST, code: "bad_request", message }
-    }
-    fn internal(code: &'static str, message: String) -> Self {
-        Failure { status: StatusCode::INTERNAL_SERVER_ERROR, code, message }
-    }
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl ResponseError for Failure {
-    fn status_code(&self) -> StatusCode {
-        self.status
-    }
-    fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({"error": {"code": self.code, "message": self.message}}))
-    }
-}
-
 /// Runs a blocking store call off the async threads.
 async fn blocking<T: Send + 'static>(
     store: &DeadLetters,
@@ -150,7 +118,7 @@ async fn replay(state: web::Data<ApiState>, q: web::Query<Query>) -> Result<Http
     let sel = q.selection()?;
     let Some(targets) = state.replay.targets() else {
         let message = "roost is stopping".to_owned();
-        return Err(Failure { status: StatusCode::SERVICE_UNAVAILABLE, code: "stopping", message });
+        return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", message));
     };
     let letters = blocking(&state.dead_letters, move |s| s.letters(&sel, MAX_REPLAY)).await?;
     let mut replayed = Vec::new();

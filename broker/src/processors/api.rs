@@ -18,14 +18,14 @@
 
 use actix_multipart::Multipart;
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use roost_core::Message;
-use roost_processors::wasm::{Registry, RegistryError, SampleResult};
+use roost_processors::wasm::{Registry, RegistryError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::ApiState;
+use crate::api::{ApiState, Failure};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/processors", web::get().to(list))
@@ -34,43 +34,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/processors/{name}", web::delete().to(delete))
         .route("/processors/{name}/test", web::post().to(test))
         .route("/processors/{name}/rollback", web::post().to(rollback));
-}
-
-/// An error answer.
-#[derive(Debug)]
-pub struct Failure {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    results: Option<Vec<SampleResult>>,
-}
-
-impl Failure {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Failure { status, code, message: message.into(), results: None }
-    }
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl ResponseError for Failure {
-    fn status_code(&self) -> StatusCode {
-        self.status
-    }
-    fn error_response(&self) -> HttpResponse {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(results) = &self.results {
-            error["results"] = json!(results);
-        }
-        HttpResponse::build(self.status).json(json!({ "error": error }))
-    }
 }
 
 impl From<RegistryError> for Failure {
@@ -91,16 +54,11 @@ impl From<RegistryError> for Failure {
                     .iter()
                     .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.topic)))
                     .collect();
-                Failure {
-                    status: StatusCode::UNPROCESSABLE_ENTITY,
-                    code: "samples_failed",
-                    message: format!("{message}: {}", failures.join("; ")),
-                    results: Some(results),
-                }
+                let message = format!("{message}: {}", failures.join("; "));
+                Failure::new(StatusCode::UNPROCESSABLE_ENTITY, "samples_failed", message)
+                    .with("results", json!(results))
             }
-            RegistryError::Io { .. } => {
-                Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "processor_store", message)
-            }
+            RegistryError::Io { .. } => Failure::internal("processor_store", message),
         }
     }
 }
@@ -217,16 +175,40 @@ async fn read_upload(req: &HttpRequest, payload: web::Payload, limit: usize) -> 
     Ok(upload)
 }
 
-/// Runs a registry call off the async threads (compiling a module takes a while).
+/// Runs a registry call off the async threads (compiling a module takes a while). The outer
+/// error is the task failing; the inner one the registry's answer.
+async fn run_blocking<T: Send + 'static>(
+    state: &ApiState,
+    f: impl FnOnce(&Registry) -> Result<T, RegistryError> + Send + 'static,
+) -> Result<Result<T, RegistryError>, Failure> {
+    let registry = state.processors.registry.clone();
+    tokio::task::spawn_blocking(move || f(&registry))
+        .await
+        .map_err(|e| Failure::internal("internal", e.to_string()))
+}
+
+/// [`run_blocking`], with the registry's errors as answers.
 async fn blocking<T: Send + 'static>(
     state: &ApiState,
     f: impl FnOnce(&Registry) -> Result<T, RegistryError> + Send + 'static,
 ) -> Result<T, Failure> {
-    let registry = state.processors.registry.clone();
-    match tokio::task::spawn_blocking(move || f(&registry)).await {
-        Ok(result) => result.map_err(Failure::from),
-        Err(e) => Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
-    }
+    Ok(run_blocking(state, f).await??)
+}
+
+/// What upload and test share: the checked name, the body (module and samples) and the init
+/// configs of the pipelines that follow the name.
+async fn read_request(
+    state: &ApiState,
+    name: web::Path<String>,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<(String, Upload, Vec<String>), Failure> {
+    let name = name.into_inner();
+    roost_processors::wasm::check_name(&name)?;
+    let limit = state.processors.settings.max_upload_mib << 20;
+    let upload = read_upload(req, payload, limit).await?;
+    let configs = state.processors.configs_for(&name);
+    Ok((name, upload, configs))
 }
 
 async fn upload(
@@ -235,14 +217,10 @@ async fn upload(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Failure> {
-    let name = name.into_inner();
-    roost_processors::wasm::check_name(&name)?;
-    let limit = state.processors.settings.max_upload_mib << 20;
-    let Upload { module, samples } = read_upload(&req, payload, limit).await?;
+    let (name, Upload { module, samples }, configs) = read_request(&state, name, &req, payload).await?;
     let module = module
         .filter(|m| !m.is_empty())
         .ok_or_else(|| Failure::bad_request("no module: send the .wasm file as the body"))?;
-    let configs = state.processors.configs_for(&name);
     let uploaded = blocking(&state, move |r| r.upload(&name, &module, &configs, &samples)).await?;
     Ok(HttpResponse::Created().json(uploaded))
 }
@@ -261,17 +239,13 @@ async fn test(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Failure> {
-    let name = name.into_inner();
-    roost_processors::wasm::check_name(&name)?;
-    let limit = state.processors.settings.max_upload_mib << 20;
     let multipart = is_multipart(&req);
-    let upload = read_upload(&req, payload, limit).await?;
-    let configs = state.processors.configs_for(&name);
+    let (name, upload, configs) = read_request(&state, name, &req, payload).await?;
     let result = if multipart {
         let Upload { module, samples } = upload;
         let module = module.ok_or_else(|| Failure::bad_request("no `module` part"))?;
-        blocking(&state, move |r| r.check(&name, &module, &configs, &samples).map(|(_, results)| results))
-            .await
+        run_blocking(&state, move |r| r.check(&name, &module, &configs, &samples).map(|(_, results)| results))
+            .await?
     } else {
         let body = upload.module.unwrap_or_default();
         let request: TestRequest = serde_json::from_slice(&body).map_err(|e| {
@@ -279,14 +253,14 @@ async fn test(
         })?;
         let samples: Vec<Message> = request.samples.into_iter().map(Sample::into_message).collect();
         let version = request.version;
-        blocking(&state, move |r| r.test(&name, version, &configs, &samples)).await
+        run_blocking(&state, move |r| r.test(&name, version, &configs, &samples)).await?
     };
     match result {
         Ok(results) => Ok(HttpResponse::Ok().json(json!({"ok": true, "results": results}))),
-        Err(Failure { results: Some(results), .. }) => {
+        Err(RegistryError::Samples { results, .. }) => {
             Ok(HttpResponse::Ok().json(json!({"ok": false, "results": results})))
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -302,7 +302,13 @@ impl Registry {
     ) -> Result<Vec<SampleResult>, RegistryError> {
         let version = match version {
             Some(v) => v,
-            None => self.info(name)?.active.ok_or_else(|| RegistryError::NotFound(name.into()))?,
+            None => {
+                let entries = self.entries.lock().expect("registry lock");
+                entries
+                    .get(name)
+                    .and_then(|e| e.meta.active)
+                    .ok_or_else(|| RegistryError::NotFound(name.into()))?
+            }
         };
         let module = self.module(name, version)?;
         run_samples(&module, configs, samples)
