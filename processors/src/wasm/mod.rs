@@ -5,10 +5,13 @@
 //! - [`Registry`]: the versions on disk (`<data_dir>/processors`), upload, rollback, delete, and
 //!   the slot each pipeline follows for hot swaps.
 //! - [`WasmProcessor`]: the [`crate::Processor`] a pipeline's worker runs.
+//! - `state`: what each store holds beside its instance (the memory limiter, the CPU budget of
+//!   the call, the module's log), shared by `host` and `wasi`.
 
 mod host;
 mod processor;
 mod registry;
+mod state;
 mod stats;
 mod wasi;
 

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use roost_core::{Message, Record};
 
-use super::{Instance, Module, ModuleError, Slot};
+use super::host::{Instance, Module};
+use super::registry::Slot;
+use super::ModuleError;
 use crate::{ProcessError, Processor};
 
 /// Longest wait before an instance that would not start is tried again.

@@ -17,7 +17,9 @@ use thiserror::Error;
 use tracing::{info, warn};
 use wasmtime::component::Component;
 
-use super::{CallSummary, LoadError, Module, ModuleError, Runtime};
+use super::host::{Module, Runtime};
+use super::stats::CallSummary;
+use super::{LoadError, ModuleError};
 
 /// Why a registry call failed.
 #[derive(Debug, Error)]

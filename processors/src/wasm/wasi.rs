@@ -11,7 +11,7 @@
 use rand::RngCore;
 use wasmtime::component::{ComponentType, Lift, Linker, Lower, Resource, ResourceType};
 
-use super::host::HostState;
+use super::state::HostState;
 
 /// The WASI version the host's definitions carry; any 0.2.x import links to them.
 const WASI: &str = "0.2.6";
