@@ -9,6 +9,7 @@
 //! - [`datadir`]: the admin token, pid file and runtime file in the data directory.
 //! - [`deadletter`]: what could not be written or mapped, kept to be listed and replayed.
 //! - [`client`]: the admin API client the CLI's client commands share.
+//! - [`output`]: tables and durations as the CLI prints them.
 //! - [`server`]: wiring, serving and the ordered shutdown.
 //! - [`cli`]: `roost serve | status | stop | config check | processor ... | board ...`.
 //! - [`processors`]: WebAssembly processors in the server (`/api/v1/processors`, `roost processor`).
@@ -22,6 +23,7 @@ pub mod config;
 pub mod datadir;
 pub mod deadletter;
 pub mod mqtt;
+pub mod output;
 pub mod pipeline;
 pub mod processors;
 pub mod server;
