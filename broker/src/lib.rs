@@ -2,9 +2,12 @@
 //!
 //! - [`config`]: the layered settings (`default.toml` -> `--config` -> `ROOST__*` -> flags).
 //! - [`mqtt`]: the embedded `rmqtt` broker; the only module that names rmqtt types.
-//! - [`pipeline`]: ingest (topic filter -> pipeline) and the pipeline actors (processor).
+//! - [`ingest`]: what the broker calls for each accepted message (topic filter -> pipelines).
+//! - [`pipeline`]: the pipeline actors (processor, then the pipeline's sinks).
 //! - [`sink`]: the sink actors (batching, retries, backpressure).
 //! - [`stats`]: the counters behind `/metrics` and `/api/v1/status`.
+//! - [`prometheus`]: the Prometheus text format `/metrics` is written in.
+//! - [`ratelimit`]: how often the actors may log the same kind of failure.
 //! - [`api`]: the admin HTTP API (actix-web).
 //! - [`datadir`]: the admin token, pid file and runtime file in the data directory.
 //! - [`deadletter`]: what could not be written or mapped, kept to be listed and replayed.
@@ -22,10 +25,13 @@ pub mod client;
 pub mod config;
 pub mod datadir;
 pub mod deadletter;
+pub mod ingest;
 pub mod mqtt;
 pub mod output;
 pub mod pipeline;
 pub mod processors;
+pub mod prometheus;
+pub mod ratelimit;
 pub mod server;
 pub mod sink;
 pub mod stats;
