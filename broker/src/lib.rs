@@ -9,7 +9,8 @@
 //! - [`prometheus`]: the Prometheus text format `/metrics` is written in.
 //! - [`ratelimit`]: how often the actors may log the same kind of failure.
 //! - [`api`]: the admin HTTP API (actix-web).
-//! - [`datadir`]: the admin token, pid file and runtime file in the data directory.
+//! - [`datadir`]: the admin token, the data directory's lock, pid file and runtime file, and
+//!   atomic file writes.
 //! - [`deadletter`]: what could not be written or mapped, kept to be listed and replayed.
 //! - [`client`]: the admin API client the CLI's client commands share.
 //! - [`output`]: tables and durations as the CLI prints them.
