@@ -525,13 +525,16 @@ impl Utf8Stream {
     }
 }
 
+/// Replaces `path` with `bytes`, creating its directory: a temporary file in the same directory,
+/// synced, renamed over `path`, and the directory synced (`atomic-write-file`).
 fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let mut file = atomic_write_file::AtomicWriteFile::open(path)?;
+    file.write_all(bytes)?;
+    file.commit()
 }
 
 /// `MemAvailable` from `/proc/meminfo`, in bytes.

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Overrides, Settings};
 use crate::datadir;
+use crate::output::{human_duration, table};
 use crate::stats::Status;
 
 #[derive(Debug, Parser)]
@@ -211,31 +212,6 @@ pub fn render_status(s: &Status) -> String {
     out
 }
 
-/// Rows as left-aligned columns two spaces apart.
-pub(crate) fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|v| v.chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> =
-            row.iter().enumerate().map(|(c, v)| format!("{v:<w$}", w = widths[c])).collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-fn human_duration(secs: u64) -> String {
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
-        s if s < 86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-        s => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
-    }
-}
-
 fn stop(data_dir: &Path, timeout: Duration) -> Result<()> {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
@@ -261,23 +237,4 @@ fn stop(data_dir: &Path, timeout: Duration) -> Result<()> {
     }
     eprintln!("roost (pid {pid}) stopped");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_like_a_person_would_say_them() {
-        assert_eq!(human_duration(5), "5s");
-        assert_eq!(human_duration(192), "3m12s");
-        assert_eq!(human_duration(7300), "2h1m");
-        assert_eq!(human_duration(90000), "1d1h");
-    }
-
-    #[test]
-    fn table_pads_columns() {
-        let rows = vec![vec!["A".to_string(), "BB".to_string()], vec!["ccc".to_string(), "d".to_string()]];
-        assert_eq!(table(&rows), "A    BB\nccc  d\n");
-    }
 }

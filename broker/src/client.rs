@@ -34,11 +34,16 @@ impl ApiClient {
         Ok(ApiClient { base: format!("http://{api}"), token, http })
     }
 
-    /// Sends `METHOD /api/v1{path}` with `body`; the answer if it is a success, else the API's
-    /// error message.
-    async fn send(&self, method: Method, path: &str, body: Body) -> Result<reqwest::Response> {
+    /// `METHOD url?query` with the token; reqwest percent-encodes the query.
+    fn request(&self, method: Method, url: &str, query: &Query) -> reqwest::RequestBuilder {
+        self.http.request(method, url).query(query).bearer_auth(&self.token)
+    }
+
+    /// Sends `METHOD /api/v1{path}?{query}` with `body`; the answer if it is a success, else the
+    /// API's error message.
+    async fn send(&self, method: Method, path: &str, query: &Query, body: Body) -> Result<reqwest::Response> {
         let url = format!("{}/api/v1{path}", self.base);
-        let req = self.http.request(method.clone(), &url).bearer_auth(&self.token);
+        let req = self.request(method.clone(), &url, query);
         let req = match body {
             Body::None => req,
             Body::Json(v) => req.json(&v),
@@ -61,41 +66,48 @@ impl ApiClient {
         Err(anyhow!("{message} ({method} {url}: {status})"))
     }
 
-    /// `METHOD /api/v1{path}` with an optional JSON body; the JSON answer.
+    /// `METHOD /api/v1{path}?{query}` with an optional JSON body; the JSON answer.
     pub async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
+        query: &Query,
         body: Option<&Value>,
     ) -> Result<T> {
         let body = body.map_or(Body::None, |v| Body::Json(v.clone()));
-        let resp = self.send(method.clone(), path, body).await?;
-        resp.json().await.with_context(|| format!("reading the answer of {method} {path}"))
+        self.send_body(method, path, query, body).await
     }
 
-    /// `METHOD /api/v1{path}` with any body; the JSON answer.
-    pub async fn send_body<T: DeserializeOwned>(&self, method: Method, path: &str, body: Body) -> Result<T> {
-        let resp = self.send(method.clone(), path, body).await?;
+    /// `METHOD /api/v1{path}?{query}` with any body; the JSON answer.
+    pub async fn send_body<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &Query,
+        body: Body,
+    ) -> Result<T> {
+        let resp = self.send(method.clone(), path, query, body).await?;
         resp.json().await.with_context(|| format!("reading the answer of {method} {path}"))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.call(Method::GET, path, None).await
+        self.call(Method::GET, path, &[], None).await
     }
 
     pub async fn post_json<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
-        self.call(Method::POST, path, Some(body)).await
+        self.call(Method::POST, path, &[], Some(body)).await
     }
 
-    /// POSTs `body` and hands each line of the newline-delimited JSON answer to `on_line`, until
+    /// POSTs `body` (with `query`) and hands each line of the newline-delimited JSON answer to `on_line`, until
     /// it returns `false` (the last event) or the answer ends; `Ok(false)` if it ended first.
     pub async fn post_ndjson<T: DeserializeOwned>(
         &self,
         path: &str,
+        query: &Query,
         body: Body,
         mut on_line: impl FnMut(T) -> bool,
     ) -> Result<bool> {
-        let mut resp = self.send(Method::POST, path, body).await?;
+        let mut resp = self.send(Method::POST, path, query, body).await?;
         let mut buf: Vec<u8> = Vec::new();
         while let Some(chunk) =
             resp.chunk().await.with_context(|| format!("reading the answer of POST {path}"))?
@@ -114,6 +126,9 @@ impl ApiClient {
     }
 }
 
+/// Query parameters, `(name, value)`, in order; the client percent-encodes them.
+pub type Query = [(&'static str, String)];
+
 /// A request body.
 pub enum Body {
     None,
@@ -128,24 +143,20 @@ pub fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f))
 }
 
-/// Percent-encodes a query value (everything but unreserved characters).
-pub fn query_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(super::query_value("sink:pg db/1"), "sink%3Apg%20db%2F1");
-        assert_eq!(super::query_value("a-b_c.d~"), "a-b_c.d~");
+    fn hostlists_and_paths_are_percent_encoded_in_queries() {
+        let client = ApiClient { base: "http://x".into(), token: "t".into(), http: reqwest::Client::new() };
+        let query = [("boards", "b-[1-3],x y/é".to_owned()), ("source", "sink:pg db/1&x=1".to_owned())];
+        let req = client.request(Method::POST, "http://x/api/v1/boards/upload", &query).build().unwrap();
+        assert_eq!(
+            req.url().query(),
+            Some("boards=b-%5B1-3%5D%2Cx+y%2F%C3%A9&source=sink%3Apg+db%2F1%26x%3D1")
+        );
+        let req = client.request(Method::GET, "http://x/api/v1/status", &[]).build().unwrap();
+        assert_eq!(req.url().as_str(), "http://x/api/v1/status", "no query, no `?`");
     }
 }

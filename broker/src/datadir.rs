@@ -1,16 +1,19 @@
 //! Files Roost keeps in its data directory besides the databases: the admin token (0600,
-//! written on first start), the pid file, and `runtime.json` with the addresses the running
-//! server actually bound, which the CLI reads to find it.
+//! written on first start), the lock a running server holds, the pid file, and `runtime.json`
+//! with the addresses the running server actually bound, which the CLI reads to find it.
+//! Files are replaced atomically and durably ([`write_atomic`]).
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, TryLockError};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use atomic_write_file::AtomicWriteFile;
 use serde::{Deserialize, Serialize};
 
 pub const TOKEN_FILE: &str = "admin.token";
+pub const LOCK_FILE: &str = "roost.lock";
 pub const PID_FILE: &str = "roost.pid";
 pub const RUNTIME_FILE: &str = "runtime.json";
 
@@ -38,13 +41,8 @@ pub fn admin_token(dir: &Path) -> Result<(String, bool)> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     let token = hex::encode(rand::random::<[u8; 32]>());
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
+    write_file(&path, format!("{token}\n").as_bytes(), 0o600)
         .with_context(|| format!("writing {}", path.display()))?;
-    writeln!(f, "{token}").with_context(|| format!("writing {}", path.display()))?;
     Ok((token, true))
 }
 
@@ -72,42 +70,76 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
-/// Claims the data directory for this process: refuses if another live Roost holds it.
+/// Claims the data directory for this process: locks [`LOCK_FILE`] (an advisory lock, held
+/// until the guard drops or the process ends, however it ends), then writes the pid file.
+/// Refuses if another process holds the lock.
 pub fn write_pid(dir: &Path) -> Result<PidGuard> {
-    if let Some(pid) = running_pid(dir) {
-        if pid != std::process::id() {
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let who = match running_pid(dir) {
+                Some(pid) => format!("another roost (pid {pid})"),
+                None => "another roost (starting or stopping)".to_owned(),
+            };
             bail!(
-                "another roost (pid {pid}) is using data directory {}; stop it with `roost stop --data-dir {}`",
+                "{who} is using data directory {}; stop it with `roost stop --data-dir {}`",
                 dir.display(),
                 dir.display()
             );
         }
+        Err(TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", lock_path.display()));
+        }
     }
     let path = dir.join(PID_FILE);
-    fs::write(&path, format!("{}\n", std::process::id()))
+    write_atomic(&path, format!("{}\n", std::process::id()).as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
-    Ok(PidGuard { dir: dir.to_owned() })
+    Ok(PidGuard { dir: dir.to_owned(), _lock: lock })
 }
 
 pub fn write_runtime(dir: &Path, runtime: &Runtime) -> Result<()> {
     let path = dir.join(RUNTIME_FILE);
-    let tmp = dir.join(format!("{RUNTIME_FILE}.tmp"));
-    fs::write(&tmp, serde_json::to_vec_pretty(runtime)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    write_atomic(&path, &serde_json::to_vec_pretty(runtime)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Replaces `path` with `bytes` atomically and durably: a temporary file in the same directory,
+/// synced, renamed over `path`, and the directory synced, so a crash leaves the old file or the
+/// new one, never a part. A new file gets mode 0666 less the umask, as with `fs::write`; a
+/// replaced one keeps its mode.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_file(path, bytes, 0o666)
+}
+
+/// [`write_atomic`] with the mode a new file gets.
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut file = AtomicWriteFile::options().mode(mode).open(path)?;
+    file.write_all(bytes)?;
+    file.commit()
 }
 
 pub fn read_runtime(dir: &Path) -> Option<Runtime> {
     serde_json::from_slice(&fs::read(dir.join(RUNTIME_FILE)).ok()?).ok()
 }
 
-/// Removes the pid and runtime files when the server exits.
+/// Holds the data directory's lock; removes the pid and runtime files when the server exits
+/// (the lock file stays: a new server locks the same file).
 pub struct PidGuard {
     dir: PathBuf,
+    _lock: File,
 }
 
 impl Drop for PidGuard {
     fn drop(&mut self) {
+        // Before the lock is released (when `_lock` drops after this), so a server that takes
+        // the lock next never has its files removed.
         let _ = fs::remove_file(self.dir.join(RUNTIME_FILE));
         let _ = fs::remove_file(self.dir.join(PID_FILE));
     }
@@ -131,6 +163,31 @@ mod tests {
         assert!(!created);
         assert_eq!(t1, t2);
         assert_eq!(read_token(dir.path()).unwrap(), t1);
+    }
+
+    #[test]
+    fn the_data_directory_is_claimed_by_one_guard_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let guard = write_pid(dir.path()).unwrap();
+        let err = write_pid(dir.path()).err().expect("a second claim is refused").to_string();
+        assert!(err.contains(&format!("another roost (pid {})", std::process::id())), "{err}");
+        assert!(err.contains(&dir.path().display().to_string()), "the error names the data directory: {err}");
+        drop(guard);
+        assert!(dir.path().join(LOCK_FILE).exists(), "the lock file stays");
+        let _again = write_pid(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn atomic_writes_replace_the_whole_file_and_keep_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        write_atomic(&path, b"first").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["f.json"], "no temporary file is left behind");
     }
 
     #[test]

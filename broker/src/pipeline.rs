@@ -1,17 +1,14 @@
-//! Ingest and pipelines.
-//!
-//! [`Ingest`] is what the broker calls for every accepted PUBLISH: it finds the pipelines whose
-//! topic filters match and hands the message to each one's bounded mailbox, waiting while it is
-//! full. A [`PipelineActor`] runs its processor over each message and hands the records to its
-//! sinks. Every hand-off awaits capacity, so a slow database slows publishers down instead of
-//! growing a queue or dropping data.
+//! The pipeline actors. Each [`PipelineActor`] takes messages from its bounded mailbox (filled
+//! by [`crate::ingest`]), runs its processor over them and hands the records to its sinks. Every
+//! hand-off awaits capacity, so a slow database slows publishers down instead of growing a queue
+//! or dropping data.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesOrdered, StreamExt};
-use roost_core::{topic, Message, Record};
+use roost_core::{Message, Record};
 use roost_processors::pool::{self, PoolStopped, Processed, WorkerPool};
 use roost_processors::Processor;
 use tokio::sync::mpsc;
@@ -19,52 +16,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::deadletter::{DeadLetters, Letter};
+use crate::ratelimit::RateLimit;
 use crate::sink::SinkHandle;
-use crate::stats::{PipelineStats, RateLimit, Stats};
+use crate::stats::PipelineStats;
 
 /// Messages queued per pipeline before the broker waits.
 pub const MAILBOX_MESSAGES: usize = 4096;
 /// Messages a pipeline takes from its mailbox at once.
 const CHUNK: usize = 256;
-
-/// The broker's way into the pipelines.
-pub struct Ingest {
-    routes: Vec<Route>,
-    stats: Arc<Stats>,
-}
-
-struct Route {
-    filters: Vec<String>,
-    tx: mpsc::Sender<Message>,
-}
-
-/// Ingest is closed: Roost is stopping and takes no more messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed;
-
-impl Ingest {
-    /// Takes one accepted message. Returns once every matching pipeline has queued it.
-    pub async fn accept(&self, msg: Message) -> Result<(), Closed> {
-        let targets: Vec<&Route> =
-            self.routes.iter().filter(|r| r.filters.iter().any(|f| topic::matches(f, &msg.topic))).collect();
-        let Some((last, others)) = targets.split_last() else {
-            self.stats.messages_in.fetch_add(1, Relaxed);
-            self.stats.messages_unrouted.fetch_add(1, Relaxed);
-            return Ok(());
-        };
-        for route in others {
-            route.tx.send(msg.clone()).await.map_err(|_| self.refused())?;
-        }
-        last.tx.send(msg).await.map_err(|_| self.refused())?;
-        self.stats.messages_in.fetch_add(1, Relaxed);
-        Ok(())
-    }
-
-    fn refused(&self) -> Closed {
-        self.stats.messages_refused.fetch_add(1, Relaxed);
-        Closed
-    }
-}
 
 /// Where a pipeline's processor runs.
 pub enum Stage {
@@ -196,9 +155,4 @@ async fn deliver(sinks: &[SinkHandle], pipeline: &str, records: Vec<Record>) {
     if !last.send(records).await {
         warn!(pipeline, sink = %last.name, "sink stopped before its pipeline");
     }
-}
-
-/// Builds the ingest from the pipelines' filters and mailboxes.
-pub fn ingest(routes: Vec<(Vec<String>, mpsc::Sender<Message>)>, stats: Arc<Stats>) -> Ingest {
-    Ingest { routes: routes.into_iter().map(|(filters, tx)| Route { filters, tx }).collect(), stats }
 }

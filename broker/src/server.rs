@@ -23,8 +23,9 @@ use crate::config::Settings;
 use crate::datadir;
 use crate::deadletter::api::{Replay, Targets};
 use crate::deadletter::DeadLetters;
+use crate::ingest::Ingest;
 use crate::mqtt::{Broker, ListenerConfig};
-use crate::pipeline::{self, PipelineActor, Stage};
+use crate::pipeline::{PipelineActor, Stage};
 use crate::processors::Processors;
 use crate::sink::SinkActor;
 use crate::stats::{SinkStatus, Stats};
@@ -123,7 +124,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
     if settings.mqtt.allow_anonymous == Some(true) && !settings.mqtt.listen.ip().is_loopback() {
         warn!(listen = %settings.mqtt.listen, "mqtt.allow_anonymous = true on a non-loopback listener: anyone who can reach it can publish");
     }
-    let ingest = Arc::new(pipeline::ingest(routes, stats.clone()));
+    let ingest = Arc::new(Ingest::new(routes, stats.clone()));
     let broker = Broker::start(
         ListenerConfig {
             listen: settings.mqtt.listen,

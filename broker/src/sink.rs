@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::deadletter::{DeadLetters, Letter};
-use crate::stats::{RateLimit, SinkStats};
+use crate::ratelimit::RateLimit;
+use crate::stats::SinkStats;
 
 /// Chunks of records queued per sink before senders wait.
 pub const MAILBOX_CHUNKS: usize = 1024;

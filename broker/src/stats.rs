@@ -1,12 +1,14 @@
 //! Counters shared by the actors, read by the admin API: `/metrics` renders them as Prometheus
 //! text and `/api/v1/status` as JSON, so both always agree.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use roost_processors::wasm::CallSummary;
 use serde::Serialize;
+
+use crate::prometheus::{self, Kind};
 
 /// Server-wide counters.
 #[derive(Debug, Default)]
@@ -223,6 +225,88 @@ impl SinkStatus {
     }
 }
 
+/// One metric family read from each item of a kind (the server, a pipeline, a sink, a
+/// processor version).
+struct Metric<T> {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    value: fn(&T) -> f64,
+}
+
+impl<T> Metric<T> {
+    const fn counter(name: &'static str, help: &'static str, value: fn(&T) -> f64) -> Self {
+        Metric { name, kind: Kind::Counter, help, value }
+    }
+
+    const fn gauge(name: &'static str, help: &'static str, value: fn(&T) -> f64) -> Self {
+        Metric { name, kind: Kind::Gauge, help, value }
+    }
+}
+
+/// Writes each metric with one sample per item, labelled by `labels(item)`.
+fn write_metrics<T>(
+    out: &mut String,
+    metrics: &[Metric<T>],
+    items: &[&T],
+    labels: impl Fn(&T) -> Vec<(&'static str, String)>,
+) {
+    let labels: Vec<Vec<(&str, String)>> = items.iter().map(|item| labels(item)).collect();
+    for m in metrics {
+        let mut family = prometheus::family(out, m.name, m.kind, m.help);
+        for (item, labels) in items.iter().zip(&labels) {
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            family.sample(&labels, (m.value)(item));
+        }
+    }
+}
+
+/// What the server-wide families read.
+struct Server<'a> {
+    stats: &'a Stats,
+    dead_letters: &'a DeadLetterStatus,
+    uptime: Duration,
+}
+
+fn load(c: &AtomicU64) -> f64 {
+    c.load(Relaxed) as f64
+}
+
+#[rustfmt::skip]
+fn server_metrics<'a>() -> [Metric<Server<'a>>; 8] {
+    [
+        Metric::gauge("roost_uptime_seconds", "Seconds since Roost started.", |s| s.uptime.as_secs_f64()),
+        Metric::gauge("roost_mqtt_connections", "Open MQTT connections.", |s| s.stats.connections.load(Relaxed) as f64),
+        Metric::counter("roost_messages_in_total", "PUBLISHes accepted by the broker.", |s| load(&s.stats.messages_in)),
+        Metric::counter("roost_messages_unrouted_total", "Accepted messages no pipeline matched.", |s| load(&s.stats.messages_unrouted)),
+        Metric::counter("roost_messages_refused_total", "PUBLISHes refused because Roost was stopping.", |s| load(&s.stats.messages_refused)),
+        Metric::counter("roost_dead_letters_total", "Dead letters written to the store.", |s| s.dead_letters.stored as f64),
+        Metric::counter("roost_dead_letters_dropped_total", "Dead letters lost (store full or failing).", |s| s.dead_letters.dropped as f64),
+        Metric::counter("roost_dead_letters_replayed_total", "Dead letters sent back to their sink or pipeline.", |s| s.dead_letters.replayed as f64),
+    ]
+}
+
+#[rustfmt::skip]
+const PIPELINE_METRICS: [Metric<PipelineStats>; 3] = [
+    Metric::counter("roost_pipeline_messages_total", "Messages a pipeline processed.", |p| load(&p.messages)),
+    Metric::counter("roost_pipeline_records_total", "Records a pipeline produced.", |p| load(&p.records)),
+    Metric::counter("roost_pipeline_mapping_errors_total", "Messages a pipeline could not map to records.", |p| load(&p.errors)),
+];
+
+#[rustfmt::skip]
+const SINK_METRICS: [Metric<SinkStats>; 6] = [
+    Metric::counter("roost_sink_records_written_total", "Records a sink wrote.", |s| load(&s.records_written)),
+    Metric::counter("roost_sink_batches_total", "Batches a sink wrote.", |s| load(&s.batches)),
+    Metric::counter("roost_sink_records_rejected_total", "Records a database refused for good.", |s| load(&s.records_rejected)),
+    Metric::counter("roost_sink_records_failed_total", "Records given up on without being written.", |s| load(&s.records_failed)),
+    Metric::counter("roost_sink_write_errors_total", "Failed write attempts.", |s| load(&s.write_errors)),
+    Metric::gauge("roost_sink_backlog_records", "Records waiting to be written.", |s| s.backlog() as f64),
+];
+
+fn sink_labels(s: &SinkStats) -> Vec<(&'static str, String)> {
+    vec![("sink", s.name.clone()), ("kind", s.kind.clone())]
+}
+
 /// Renders the counters in the Prometheus text exposition format.
 pub fn prometheus(
     stats: &Stats,
@@ -232,136 +316,24 @@ pub fn prometheus(
     uptime: Duration,
 ) -> String {
     let mut out = String::with_capacity(4096);
-    // Each sample: what follows the metric name (a suffix such as `_bucket`, then the labels), and
-    // the value.
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{labels} {v}");
-        }
-    };
-    let one = |v: f64| vec![(String::new(), v)];
-    metric("roost_uptime_seconds", "gauge", "Seconds since Roost started.", &one(uptime.as_secs_f64()));
-    metric(
-        "roost_mqtt_connections",
-        "gauge",
-        "Open MQTT connections.",
-        &one(stats.connections.load(Relaxed) as f64),
-    );
-    metric(
-        "roost_messages_in_total",
-        "counter",
-        "PUBLISHes accepted by the broker.",
-        &one(stats.messages_in.load(Relaxed) as f64),
-    );
-    metric(
-        "roost_messages_unrouted_total",
-        "counter",
-        "Accepted messages no pipeline matched.",
-        &one(stats.messages_unrouted.load(Relaxed) as f64),
-    );
-    metric(
-        "roost_messages_refused_total",
-        "counter",
-        "PUBLISHes refused because Roost was stopping.",
-        &one(stats.messages_refused.load(Relaxed) as f64),
-    );
-    let per_pipeline = |f: fn(&PipelineStats) -> u64| -> Vec<(String, f64)> {
-        pipelines.iter().map(|p| (format!("{{pipeline=\"{}\"}}", escape(&p.name)), f(p) as f64)).collect()
-    };
-    metric(
-        "roost_pipeline_messages_total",
-        "counter",
-        "Messages a pipeline processed.",
-        &per_pipeline(|p| p.messages.load(Relaxed)),
-    );
-    metric(
-        "roost_pipeline_records_total",
-        "counter",
-        "Records a pipeline produced.",
-        &per_pipeline(|p| p.records.load(Relaxed)),
-    );
-    metric(
-        "roost_pipeline_mapping_errors_total",
-        "counter",
-        "Messages a pipeline could not map to records.",
-        &per_pipeline(|p| p.errors.load(Relaxed)),
-    );
-    let per_sink = |f: fn(&SinkStats) -> u64| -> Vec<(String, f64)> {
-        sinks
-            .iter()
-            .map(|s| (format!("{{sink=\"{}\",kind=\"{}\"}}", escape(&s.name), escape(&s.kind)), f(s) as f64))
-            .collect()
-    };
-    metric(
-        "roost_sink_records_written_total",
-        "counter",
-        "Records a sink wrote.",
-        &per_sink(|s| s.records_written.load(Relaxed)),
-    );
-    metric(
-        "roost_sink_batches_total",
-        "counter",
-        "Batches a sink wrote.",
-        &per_sink(|s| s.batches.load(Relaxed)),
-    );
-    metric(
-        "roost_sink_records_rejected_total",
-        "counter",
-        "Records a database refused for good.",
-        &per_sink(|s| s.records_rejected.load(Relaxed)),
-    );
-    metric(
-        "roost_sink_records_failed_total",
-        "counter",
-        "Records given up on without being written.",
-        &per_sink(|s| s.records_failed.load(Relaxed)),
-    );
-    metric(
-        "roost_sink_write_errors_total",
-        "counter",
-        "Failed write attempts.",
-        &per_sink(|s| s.write_errors.load(Relaxed)),
-    );
-    let mut latency = Vec::new();
-    for s in sinks {
-        let labels = format!("sink=\"{}\",kind=\"{}\"", escape(&s.name), escape(&s.kind));
-        for (le, n) in s.write_latency.cumulative() {
-            latency.push((format!("_bucket{{{labels},le=\"{le}\"}}"), n as f64));
-        }
-        latency.push((format!("_sum{{{labels}}}"), s.write_latency.sum_secs()));
-        latency.push((format!("_count{{{labels}}}"), s.write_latency.count() as f64));
-    }
-    metric(
+    let server = Server { stats, dead_letters, uptime };
+    write_metrics(&mut out, &server_metrics(), &[&server], |_| Vec::new());
+    write_metrics(&mut out, &PIPELINE_METRICS, pipelines, |p| vec![("pipeline", p.name.clone())]);
+    write_metrics(&mut out, &SINK_METRICS, sinks, sink_labels);
+    let mut latency = prometheus::family(
+        &mut out,
         "roost_sink_write_duration_seconds",
-        "histogram",
+        Kind::Histogram,
         "How long successful batch writes took.",
-        &latency,
     );
-    metric(
-        "roost_dead_letters_total",
-        "counter",
-        "Dead letters written to the store.",
-        &one(dead_letters.stored as f64),
-    );
-    metric(
-        "roost_dead_letters_dropped_total",
-        "counter",
-        "Dead letters lost (store full or failing).",
-        &one(dead_letters.dropped as f64),
-    );
-    metric(
-        "roost_dead_letters_replayed_total",
-        "counter",
-        "Dead letters sent back to their sink or pipeline.",
-        &one(dead_letters.replayed as f64),
-    );
-    metric(
-        "roost_sink_backlog_records",
-        "gauge",
-        "Records waiting to be written.",
-        &per_sink(SinkStats::backlog),
-    );
+    for s in sinks {
+        let labels = [("sink", s.name.as_str()), ("kind", s.kind.as_str())];
+        for (le, n) in s.write_latency.cumulative() {
+            latency.suffixed("_bucket", &[labels[0], labels[1], ("le", le.as_str())], n as f64);
+        }
+        latency.suffixed("_sum", &labels, s.write_latency.sum_secs());
+        latency.suffixed("_count", &labels, s.write_latency.count() as f64);
+    }
     out
 }
 
@@ -373,89 +345,46 @@ pub fn labelled_counters<'a>(
     label: &str,
     samples: impl IntoIterator<Item = (&'a str, u64)>,
 ) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    let mut family = prometheus::family(out, name, Kind::Counter, help);
     for (value, n) in samples {
-        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape(value));
+        family.sample(&[(label, value)], n as f64);
     }
+}
+
+/// One processor version's call statistics.
+struct Version<'a> {
+    processor: &'a str,
+    version: u32,
+    calls: &'a CallSummary,
+}
+
+#[rustfmt::skip]
+fn processor_metrics_list<'a>() -> [Metric<Version<'a>>; 5] {
+    [
+        Metric::counter("roost_processor_calls_total", "Messages a processor version was called for.", |v| v.calls.calls as f64),
+        Metric::counter("roost_processor_errors_total", "Messages a processor version failed (refused, trapped, over a limit, could not start).", |v| v.calls.errors as f64),
+        Metric::gauge("roost_processor_failing", "1 while a processor version has failed many messages in a row.", |v| f64::from(u8::from(v.calls.failing))),
+        Metric::gauge("roost_processor_call_mean_microseconds", "Mean time of a processor call.", |v| v.calls.mean_us),
+        Metric::gauge("roost_processor_call_p99_microseconds", "99th percentile of a processor call's time (bucket bound).", |v| v.calls.p99_us),
+    ]
 }
 
 /// Per processor version: calls, errors, whether it is failing, mean and p99 call time.
 pub fn processor_metrics(out: &mut String, processors: &[roost_processors::wasm::ProcessorInfo]) {
-    type Metric = (&'static str, &'static str, &'static str, fn(&roost_processors::wasm::CallSummary) -> f64);
-    let metrics: [Metric; 5] = [
-        ("roost_processor_calls_total", "counter", "Messages a processor version was called for.", |c| {
-            c.calls as f64
-        }),
-        (
-            "roost_processor_errors_total",
-            "counter",
-            "Messages a processor version failed (refused, trapped, over a limit, could not start).",
-            |c| c.errors as f64,
-        ),
-        (
-            "roost_processor_failing",
-            "gauge",
-            "1 while a processor version has failed many messages in a row.",
-            |c| f64::from(u8::from(c.failing)),
-        ),
-        ("roost_processor_call_mean_microseconds", "gauge", "Mean time of a processor call.", |c| c.mean_us),
-        (
-            "roost_processor_call_p99_microseconds",
-            "gauge",
-            "99th percentile of a processor call's time (bucket bound).",
-            |c| c.p99_us,
-        ),
-    ];
-    for (name, kind, help, value) in metrics {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for p in processors {
-            for v in &p.versions {
-                let _ = writeln!(
-                    out,
-                    "{name}{{processor=\"{}\",version=\"{}\"}} {}",
-                    escape(&p.name),
-                    v.info.version,
-                    value(&v.calls)
-                );
-            }
-        }
-    }
-}
-
-/// Escapes a Prometheus label value.
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// Lets through at most `burst` events per `window`, and says how many it held back.
-#[derive(Debug)]
-pub struct RateLimit {
-    window: Duration,
-    burst: u32,
-    state: Mutex<(Instant, u32, u64)>,
-}
-
-impl RateLimit {
-    pub fn new(burst: u32, window: Duration) -> Self {
-        RateLimit { window, burst, state: Mutex::new((Instant::now(), 0, 0)) }
-    }
-
-    /// `Some(suppressed_since_last)` if this event may be logged, `None` if it is held back.
-    pub fn check(&self) -> Option<u64> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if now.duration_since(s.0) >= self.window {
-            s.0 = now;
-            s.1 = 0;
-        }
-        if s.1 < self.burst {
-            s.1 += 1;
-            Some(std::mem::take(&mut s.2))
-        } else {
-            s.2 += 1;
-            None
-        }
-    }
+    let versions: Vec<Version> = processors
+        .iter()
+        .flat_map(|p| {
+            p.versions.iter().map(|v| Version {
+                processor: &p.name,
+                version: v.info.version,
+                calls: &v.calls,
+            })
+        })
+        .collect();
+    let versions: Vec<&Version> = versions.iter().collect();
+    write_metrics(out, &processor_metrics_list(), &versions, |v| {
+        vec![("processor", v.processor.to_owned()), ("version", v.version.to_string())]
+    });
 }
 
 #[cfg(test)]
@@ -470,17 +399,6 @@ mod tests {
             out,
             "# HELP roost_x_total X.\n# TYPE roost_x_total counter\nroost_x_total{event=\"a\"} 1\nroost_x_total{event=\"b\\\"\"} 2\n"
         );
-    }
-
-    #[test]
-    fn rate_limit_holds_back_and_reports() {
-        let rl = RateLimit::new(2, Duration::from_secs(3600));
-        assert_eq!(rl.check(), Some(0));
-        assert_eq!(rl.check(), Some(0));
-        assert_eq!(rl.check(), None);
-        assert_eq!(rl.check(), None);
-        let rl = RateLimit::new(1, Duration::ZERO);
-        assert_eq!(rl.check(), Some(0));
     }
 
     #[test]

@@ -16,9 +16,9 @@ use serde_json::{json, Value};
 use super::api::Event;
 use super::ops::BoardResult;
 use super::registry::BoardEntry;
-use crate::cli::table;
-use crate::client::{query_value as urlencode, ApiClient, Body};
+use crate::client::{ApiClient, Body, Query};
 use crate::config::Settings;
+use crate::output::{ago, table};
 
 #[derive(Debug, Subcommand)]
 pub enum BoardCommand {
@@ -109,7 +109,7 @@ pub fn run(command: &BoardCommand, settings: &Settings) -> Result<()> {
                 let body = json!({ "boards": names, "code": code, "timeout_ms": timeout.saturating_mul(1000).max(1) });
                 let mut failed = Vec::new();
                 client
-                    .stream("/boards/exec", Body::Json(body), |event| {
+                    .stream("/boards/exec", &[], Body::Json(body), |event| {
                         if let Event::Result(r) = event {
                             print_exec(&r);
                             if !r.ok {
@@ -139,7 +139,7 @@ pub fn run(command: &BoardCommand, settings: &Settings) -> Result<()> {
             BoardCommand::Reset { names } => {
                 let mut failed = Vec::new();
                 client
-                    .stream("/boards/reset", Body::Json(json!({ "boards": names })), |e| {
+                    .stream("/boards/reset", &[], Body::Json(json!({ "boards": names })), |e| {
                         if let Event::Result(r) = e {
                             report(&r, "reset");
                             if !r.ok {
@@ -219,22 +219,12 @@ async fn list(client: &ApiClient, path: &str, as_json: bool, pending: bool) -> R
     Ok(())
 }
 
-fn ago(now: u64, then: u64) -> String {
-    let s = now.saturating_sub(then) / 1000;
-    match s {
-        0..=59 => format!("{s}s ago"),
-        60..=3599 => format!("{}m ago", s / 60),
-        3600..=86399 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86400),
-    }
-}
-
 async fn fs(client: &ApiClient, names: &str, action: FsAction, path: &str) -> Result<()> {
     let body = json!({ "boards": names, "action": action, "path": path });
     let several = roost_core::hostlist::expand(names).map(|n| n.len() > 1).unwrap_or(true);
     let mut failed = Vec::new();
     client
-        .stream("/boards/fs", Body::Json(body), |event| {
+        .stream("/boards/fs", &[], Body::Json(body), |event| {
             let Event::Result(r) = event else { return };
             if several {
                 println!("{}", header(&r.board).replacen("Executing on", "Board", 1));
@@ -284,10 +274,12 @@ async fn upload(client: &ApiClient, names: &str, file: &Path, dest: Option<&str>
         println!("Copying file to {b}:{dest}");
     }
     let _ = std::io::stdout().flush();
-    let path = format!("/boards/upload?boards={}&dest={}", urlencode(names), urlencode(&dest));
+    let query = [("boards", names.to_owned()), ("dest", dest)];
     let mut failed = Vec::new();
     let mut progress = Progress::default();
-    client.stream(&path, Body::Bytes(data), |event| progress.show(event, &mut failed)).await?;
+    client
+        .stream("/boards/upload", &query, Body::Bytes(data), |event| progress.show(event, &mut failed))
+        .await?;
     summary(&failed)
 }
 
@@ -341,11 +333,12 @@ impl Progress {
 async fn install(client: &ApiClient, names: &str, package: &str) -> Result<()> {
     let boards = roost_core::hostlist::expand(names)?;
     let local = Path::new(package);
-    let query = format!("/boards/install?boards={}", urlencode(names));
-    let (path, payload) = if local.is_dir() {
+    let mut query = vec![("boards", names.to_owned())];
+    let payload = if local.is_dir() {
         let name = dir_name(local)?;
         let tar = tar_dir(local).with_context(|| format!("packing {}", local.display()))?;
-        (format!("{query}&kind=dir&name={}", urlencode(&name)), Body::Bytes(tar))
+        query.extend([("kind", "dir".to_owned()), ("name", name)]);
+        Body::Bytes(tar)
     } else if local.is_file() {
         let name = local
             .file_name()
@@ -361,19 +354,21 @@ async fn install(client: &ApiClient, names: &str, package: &str) -> Result<()> {
             bail!("{}: install takes a .py module, a directory, a .whl or a .tar.gz", local.display());
         };
         let data = std::fs::read(local).with_context(|| format!("reading {}", local.display()))?;
-        (format!("{query}&kind={kind}&name={}", urlencode(&name)), Body::Bytes(data))
+        query.extend([("kind", kind.to_owned()), ("name", name)]);
+        Body::Bytes(data)
     } else if package.contains('/') || [".py", ".whl", ".tar.gz", ".tgz"].iter().any(|e| package.ends_with(e))
     {
         bail!("{package}: no such file or directory");
     } else {
-        (format!("{query}&package={}", urlencode(package)), Body::Bytes(Vec::new()))
+        query.push(("package", package.to_owned()));
+        Body::Bytes(Vec::new())
     };
     for b in &boards {
         println!("Installing {package} on {b}:lib/");
     }
     let mut failed = Vec::new();
     let mut progress = Progress::default();
-    client.stream(&path, payload, |event| progress.show(event, &mut failed)).await?;
+    client.stream("/boards/install", &query, payload, |event| progress.show(event, &mut failed)).await?;
     summary(&failed)
 }
 
@@ -425,13 +420,19 @@ fn tar_dir(dir: &Path) -> Result<Vec<u8>> {
 /// Board operations answer with events until `done`.
 trait BoardEvents {
     /// Posts a board operation and hands its events to `on_event` until `done`.
-    async fn stream(&self, path: &str, body: Body, on_event: impl FnMut(Event)) -> Result<()>;
+    async fn stream(&self, path: &str, query: &Query, body: Body, on_event: impl FnMut(Event)) -> Result<()>;
 }
 
 impl BoardEvents for ApiClient {
-    async fn stream(&self, path: &str, body: Body, mut on_event: impl FnMut(Event)) -> Result<()> {
+    async fn stream(
+        &self,
+        path: &str,
+        query: &Query,
+        body: Body,
+        mut on_event: impl FnMut(Event),
+    ) -> Result<()> {
         let finished = self
-            .post_ndjson(path, body, |event: Event| {
+            .post_ndjson(path, query, body, |event: Event| {
                 if matches!(event, Event::Done { .. }) {
                     return false;
                 }
@@ -457,10 +458,5 @@ mod tests {
         assert!(h.starts_with("## Executing on 'b-1' ###"));
         let long = header(&"x".repeat(90));
         assert!(long.ends_with("' "), "a name too long for 80 columns is not padded");
-    }
-
-    #[test]
-    fn hostlists_and_paths_are_percent_encoded_in_queries() {
-        assert_eq!(urlencode("b-[1-3],x y/é"), "b-%5B1-3%5D%2Cx%20y%2F%C3%A9");
     }
 }

@@ -1,15 +1,18 @@
 //! The board registry: what Roost knows about each board (name, platform, client and protocol
 //! version, state, last seen, free memory, the names it had, its recent requests), and its file
-//! in the data directory, `boards.json`, written atomically (temp file, then rename).
+//! in the data directory, `boards.json`, replaced atomically and durably
+//! ([`crate::datadir::write_atomic`]).
 //!
 //! Boards that connected while `boards.require_approval = true` and were not approved yet are
 //! kept apart (`pending`): they are listed by `roost board scan` and are sent nothing.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use roost_core::board::{BoardState, RequestState, Status, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
+
+use crate::datadir::write_atomic;
 
 /// The registry file in the data directory.
 pub const REGISTRY_FILE: &str = "boards.json";
@@ -201,18 +204,10 @@ impl RegistryFile {
         Ok(file)
     }
 
-    /// Writes the registry atomically.
+    /// Writes the registry atomically and durably.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = tmp_path(path);
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        std::fs::rename(&tmp, path)
+        write_atomic(path, &serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)
     }
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".tmp");
-    path.with_file_name(name)
 }
 
 #[cfg(test)]

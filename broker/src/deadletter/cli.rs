@@ -5,7 +5,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::client::{block_on, query_value, ApiClient};
+use crate::client::{block_on, ApiClient};
 use crate::config::Settings;
 
 #[derive(Debug, Subcommand)]
@@ -41,32 +41,26 @@ pub enum DeadLetterCommand {
     },
 }
 
-fn query(source: &Option<String>, ids: &[i64], extra: &str) -> String {
-    let mut parts = Vec::new();
+/// The entries a command selects: by source, by ids, or (none given) all of them.
+fn selection(source: &Option<String>, ids: &[i64]) -> Vec<(&'static str, String)> {
+    let mut query = Vec::new();
     if let Some(s) = source {
-        parts.push(format!("source={}", query_value(s)));
+        query.push(("source", s.clone()));
     }
     if !ids.is_empty() {
         let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-        parts.push(format!("ids={}", ids.join(",")));
+        query.push(("ids", ids.join(",")));
     }
-    if !extra.is_empty() {
-        parts.push(extra.to_owned());
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
-    }
+    query
 }
 
 pub fn run(command: &DeadLetterCommand, settings: &Settings) -> Result<()> {
     let client = ApiClient::for_settings(settings)?;
     match command {
         DeadLetterCommand::List { source, limit, json } => {
-            let doc: Value = block_on(
-                client.get(&format!("/deadletters{}", query(source, &[], &format!("limit={limit}")))),
-            )??;
+            let mut query = selection(source, &[]);
+            query.push(("limit", limit.to_string()));
+            let doc: Value = block_on(client.call(Method::GET, "/deadletters", &query, None))??;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&doc)?);
                 return Ok(());
@@ -93,8 +87,8 @@ pub fn run(command: &DeadLetterCommand, settings: &Settings) -> Result<()> {
             Ok(())
         }
         DeadLetterCommand::Replay { source, ids } => {
-            let path = format!("/deadletters/replay{}", query(source, ids, ""));
-            let doc: Value = block_on(client.call(Method::POST, &path, None))??;
+            let query = selection(source, ids);
+            let doc: Value = block_on(client.call(Method::POST, "/deadletters/replay", &query, None))??;
             println!("replayed {}", doc["replayed"]);
             for s in doc["skipped"].as_array().into_iter().flatten() {
                 println!("skipped {}: {}", s["id"], s["reason"].as_str().unwrap_or(""));
@@ -102,8 +96,11 @@ pub fn run(command: &DeadLetterCommand, settings: &Settings) -> Result<()> {
             Ok(())
         }
         DeadLetterCommand::Delete { source, ids, all } => {
-            let path = format!("/deadletters{}", query(source, ids, if *all { "all=true" } else { "" }));
-            let doc: Value = block_on(client.call(Method::DELETE, &path, None))??;
+            let mut query = selection(source, ids);
+            if *all {
+                query.push(("all", "true".into()));
+            }
+            let doc: Value = block_on(client.call(Method::DELETE, "/deadletters", &query, None))??;
             println!("deleted {}", doc["deleted"]);
             Ok(())
         }

@@ -28,7 +28,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
-use crate::stats::RateLimit;
+use crate::ratelimit::RateLimit;
 
 /// `[deadletter]` settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -41,7 +41,7 @@ use tracing::{info, warn};
 
 use crate::boards::acl::{self, PublishVerdict};
 use crate::boards::{BoardService, CmdPublisher};
-use crate::pipeline::Ingest;
+use crate::ingest::Ingest;
 use crate::stats::Stats;
 
 /// The listener's settings, as the rest of Roost knows them.

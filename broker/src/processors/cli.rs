@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::client::{block_on, ApiClient, Body};
 use crate::config::Settings;
+use crate::output::table;
 
 #[derive(Debug, Subcommand)]
 pub enum ProcessorCommand {
@@ -103,7 +104,8 @@ pub fn run(command: &ProcessorCommand, settings: &Settings) -> Result<()> {
                 Some(s) => multipart(module, read(s)?),
                 None => Body::Bytes(module),
             };
-            let doc: Value = block_on(client.send_body(Method::PUT, &format!("/processors/{name}"), body))??;
+            let doc: Value =
+                block_on(client.send_body(Method::PUT, &format!("/processors/{name}"), &[], body))??;
             println!(
                 "uploaded {name} version {} ({} bytes, sha256 {}); it is active",
                 doc["version"],
@@ -130,7 +132,7 @@ pub fn run(command: &ProcessorCommand, settings: &Settings) -> Result<()> {
                     pipelines.join(","),
                 ]);
             }
-            print!("{}", crate::cli::table(&rows));
+            print!("{}", table(&rows));
             Ok(())
         }
         ProcessorCommand::Show { name, json } => {
@@ -158,14 +160,16 @@ pub fn run(command: &ProcessorCommand, settings: &Settings) -> Result<()> {
                     v["sha256"].as_str().unwrap_or("?").chars().take(16).collect(),
                 ]);
             }
-            print!("{}", crate::cli::table(&rows));
+            print!("{}", table(&rows));
             Ok(())
         }
         ProcessorCommand::Test { name, samples, file, version } => {
             let samples = read(samples)?;
             let path = format!("/processors/{name}/test");
             let doc: Value = match file {
-                Some(f) => block_on(client.send_body(Method::POST, &path, multipart(read(f)?, samples)))??,
+                Some(f) => {
+                    block_on(client.send_body(Method::POST, &path, &[], multipart(read(f)?, samples)))??
+                }
                 None => {
                     let samples: Value =
                         serde_json::from_slice(&samples).context("the samples file is not JSON")?;
@@ -186,7 +190,7 @@ pub fn run(command: &ProcessorCommand, settings: &Settings) -> Result<()> {
             Ok(())
         }
         ProcessorCommand::Delete { name } => {
-            let _: Value = block_on(client.call(Method::DELETE, &format!("/processors/{name}"), None))??;
+            let _: Value = block_on(client.call(Method::DELETE, &format!("/processors/{name}"), &[], None))??;
             println!("deleted {name} (every version)");
             Ok(())
         }

@@ -530,15 +530,11 @@ pub fn record_json(r: &Record) -> serde_json::Value {
     })
 }
 
+/// Replaces `path` with `bytes`: a temporary file in the same directory, synced, renamed over
+/// `path`, and the directory synced (`atomic-write-file`).
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::File::create(&tmp)?;
+    let mut file = atomic_write_file::AtomicWriteFile::open(path)?;
     file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    file.commit()
 }
