@@ -5,7 +5,8 @@
 //! - [`pipeline`]: ingest (topic filter -> pipeline) and the pipeline actors (processor).
 //! - [`sink`]: the sink actors (batching, retries, backpressure).
 //! - [`stats`]: the counters behind `/metrics` and `/api/v1/status`.
-//! - [`api`]: the admin HTTP API (actix-web).
+//! - [`api`]: the admin HTTP API (actix-web): its core, its one error type, and the
+//!   [`api::ApiFeature`] trait each feature's `api` module implements to add its routes.
 //! - [`datadir`]: the admin token, pid file and runtime file in the data directory.
 //! - [`deadletter`]: what could not be written or mapped, kept to be listed and replayed.
 //! - [`client`]: the admin API client the CLI's client commands share.
