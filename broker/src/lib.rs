@@ -8,7 +8,8 @@
 //! - [`stats`]: the counters behind `/metrics` and `/api/v1/status`.
 //! - [`prometheus`]: the Prometheus text format `/metrics` is written in.
 //! - [`ratelimit`]: how often the actors may log the same kind of failure.
-//! - [`api`]: the admin HTTP API (actix-web).
+//! - [`api`]: the admin HTTP API (actix-web): its core, its one error type, and the
+//!   [`api::ApiFeature`] trait each feature's `api` module implements to add its routes.
 //! - [`datadir`]: the admin token, the data directory's lock, pid file and runtime file, and
 //!   atomic file writes.
 //! - [`deadletter`]: what could not be written or mapped, kept to be listed and replayed.

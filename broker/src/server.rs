@@ -17,15 +17,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiState, PipelineInfo};
+use crate::boards::api::BoardsApi;
 use crate::boards::BoardService;
 use crate::config::Settings;
 use crate::datadir;
-use crate::deadletter::api::{Replay, Targets};
+use crate::deadletter::api::{DeadLetterApi, Replay, Targets};
 use crate::deadletter::DeadLetters;
 use crate::ingest::Ingest;
 use crate::mqtt::{Broker, ListenerConfig};
 use crate::pipeline::{PipelineActor, Stage};
+use crate::processors::api::ProcessorsApi;
 use crate::processors::Processors;
 use crate::sink::SinkActor;
 use crate::stats::{SinkStatus, Stats};
@@ -87,7 +89,11 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
         let (actor, tx) =
             PipelineActor::new(&p.name, stage, sinks, stop_intake.clone(), dead_letters.clone());
         replay.pipelines.insert(p.name.clone(), tx.clone());
-        pipeline_info.push((actor.stats(), p.topics.clone(), p.sinks.clone()));
+        pipeline_info.push(PipelineInfo {
+            stats: actor.stats(),
+            topics: p.topics.clone(),
+            sinks: p.sinks.clone(),
+        });
         routes.push((p.topics.clone(), tx));
         actors.spawn(actor.run());
         let processor = p.processor.as_ref().map_or("json mapping", |r| r.name());
@@ -103,6 +109,8 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
     let max_payload = (settings.mqtt.max_packet_size as usize).saturating_sub(512);
     let boards = BoardService::start(settings.boards.clone(), &data_dir, max_payload)?;
 
+    // The admin API: its core, and each feature with its routes and state.
+    let replay = Arc::new(Replay::new(replay));
     let state = Arc::new(ApiState {
         token,
         started,
@@ -111,10 +119,11 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
         stats: stats.clone(),
         pipelines: pipeline_info,
         sinks: sink_stats.clone(),
-        dead_letters: dead_letters.clone(),
-        replay: Replay::new(replay),
-        boards: boards.clone(),
-        processors,
+        features: vec![
+            Arc::new(DeadLetterApi { dead_letters: dead_letters.clone(), replay: replay.clone() }),
+            Arc::new(BoardsApi(boards.clone())),
+            Arc::new(ProcessorsApi(processors)),
+        ],
     });
     let (api_addr, api) = api::start(settings.api.listen, state.clone())
         .map_err(|e| anyhow!("cannot listen on {} (setting api.listen): {e}", settings.api.listen))?;
@@ -162,7 +171,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
     );
     broker.stop(remaining().min(Duration::from_secs(5))).await;
     stop_intake.cancel();
-    state.replay.close();
+    replay.close();
     info!("draining pipelines and flushing sinks");
     let drained = tokio::time::timeout(remaining(), actors.wait()).await.is_ok();
     if !drained {

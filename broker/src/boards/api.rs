@@ -5,61 +5,30 @@
 //! `{"event":"done","boards":N,"succeeded":S,"failed":F}`.
 //!
 //! Board names are hostlists everywhere (`b-[1-3],lab.pi4`); see `docs/boards.md`.
+//!
+//! [`BoardsApi`] registers these routes with the admin API and adds the board events to
+//! `/metrics`.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::{web, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use roost_core::board::FsAction;
 use roost_core::hostlist;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use thiserror::Error;
 use tokio::sync::mpsc;
 
 use super::install::{self, InstallError, LocalKind};
 use super::ops::{sha256_hex, BoardResult};
 use super::registry::BoardEntry;
-use super::BoardService;
-use crate::api::ApiState;
-
-/// A board endpoint's error, rendered like every other API error.
-#[derive(Debug, Error)]
-pub enum BoardApiError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    TooLarge(String),
-    #[error("{0}")]
-    Upstream(String),
-}
-
-impl ResponseError for BoardApiError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            BoardApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            BoardApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            BoardApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            BoardApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let code = match self {
-            BoardApiError::BadRequest(_) => "bad_request",
-            BoardApiError::NotFound(_) => "not_found",
-            BoardApiError::TooLarge(_) => "too_large",
-            BoardApiError::Upstream(_) => "package_index",
-        };
-        HttpResponse::build(self.status_code())
-            .json(json!({"error": {"code": code, "message": self.to_string()}}))
-    }
-}
+use super::service::BoardService;
+use crate::api::error::ApiError;
+use crate::api::ApiFeature;
+use crate::stats;
 
 /// One line of an NDJSON answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,27 +44,56 @@ pub enum Event {
     Done { boards: usize, succeeded: usize, failed: usize },
 }
 
-/// Registers the endpoints (inside the authenticated `/api/v1` scope).
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/boards", web::get().to(list))
-        .route("/boards/scan", web::get().to(scan))
-        .route("/boards/requests", web::get().to(requests))
-        .route("/boards/counters", web::get().to(counters))
-        .route("/boards/approve", web::post().to(approve))
-        .route("/boards/exec", web::post().to(exec))
-        .route("/boards/upload", web::post().to(upload))
-        .route("/boards/install", web::post().to(install))
-        .route("/boards/fs", web::post().to(fs))
-        .route("/boards/reset", web::post().to(reset))
-        .route("/boards/{name}", web::get().to(show))
-        .route("/boards/{name}/rename", web::post().to(rename));
+/// The board command service in the admin API.
+pub struct BoardsApi(pub Arc<BoardService>);
+
+impl ApiFeature for BoardsApi {
+    fn configure(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::from(self.0.clone()))
+            .route("/boards", web::get().to(list))
+            .route("/boards/scan", web::get().to(scan))
+            .route("/boards/requests", web::get().to(requests))
+            .route("/boards/counters", web::get().to(counters))
+            .route("/boards/approve", web::post().to(approve))
+            .route("/boards/exec", web::post().to(exec))
+            .route("/boards/upload", web::post().to(upload))
+            .route("/boards/install", web::post().to(install))
+            .route("/boards/fs", web::post().to(fs))
+            .route("/boards/reset", web::post().to(reset))
+            .route("/boards/{name}", web::get().to(show))
+            .route("/boards/{name}/rename", web::post().to(rename));
+    }
+
+    fn metrics(&self, out: &mut String) {
+        stats::labelled_counters(
+            out,
+            "roost_board_events_total",
+            "Board command channel events: requests sent; replies forged, unknown or malformed; \
+             statuses malformed; publishes, subscriptions and last wills refused.",
+            "event",
+            self.0.counters.snapshot(),
+        );
+    }
+}
+
+impl From<InstallError> for ApiError {
+    fn from(e: InstallError) -> Self {
+        let message = e.to_string();
+        match e {
+            InstallError::TooLarge(_) => ApiError::too_large(message),
+            // 502: the package index failed, not the request.
+            InstallError::Index(_) => ApiError::new(StatusCode::BAD_GATEWAY, "package_index", message),
+            InstallError::NotFound { .. } => ApiError::not_found(message),
+            _ => ApiError::bad_request(message),
+        }
+    }
 }
 
 /// Board names in a request: a hostlist.
-fn names(hostlist: &str) -> Result<Vec<String>, BoardApiError> {
-    let names = hostlist::expand(hostlist).map_err(|e| BoardApiError::BadRequest(e.to_string()))?;
+fn names(hostlist: &str) -> Result<Vec<String>, ApiError> {
+    let names = hostlist::expand(hostlist).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if names.is_empty() {
-        return Err(BoardApiError::BadRequest("no board names given".into()));
+        return Err(ApiError::bad_request("no board names given"));
     }
     Ok(names)
 }
@@ -105,27 +103,26 @@ fn without_history(mut e: BoardEntry) -> BoardEntry {
     e
 }
 
-async fn list(state: web::Data<ApiState>) -> HttpResponse {
-    let boards: Vec<_> = state.boards.list().into_iter().map(without_history).collect();
+async fn list(state: web::Data<BoardService>) -> HttpResponse {
+    let boards: Vec<_> = state.list().into_iter().map(without_history).collect();
     HttpResponse::Ok().json(json!({ "boards": boards }))
 }
 
-async fn scan(state: web::Data<ApiState>) -> HttpResponse {
-    let boards: Vec<_> = state.boards.scan().into_iter().map(without_history).collect();
+async fn scan(state: web::Data<BoardService>) -> HttpResponse {
+    let boards: Vec<_> = state.scan().into_iter().map(without_history).collect();
     HttpResponse::Ok().json(json!({ "boards": boards }))
 }
 
-async fn requests(state: web::Data<ApiState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "requests": state.boards.requests() }))
+async fn requests(state: web::Data<BoardService>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "requests": state.requests() }))
 }
 
-async fn counters(state: web::Data<ApiState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.boards.counters.snapshot())
+async fn counters(state: web::Data<BoardService>) -> HttpResponse {
+    HttpResponse::Ok().json(state.counters.snapshot())
 }
 
-async fn show(state: web::Data<ApiState>, name: web::Path<String>) -> Result<HttpResponse, BoardApiError> {
-    let entry =
-        state.boards.get(&name).ok_or_else(|| BoardApiError::NotFound(format!("no board named '{name}'")))?;
+async fn show(state: web::Data<BoardService>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let entry = state.get(&name).ok_or_else(|| ApiError::not_found(format!("no board named '{name}'")))?;
     Ok(HttpResponse::Ok().json(entry))
 }
 
@@ -136,12 +133,11 @@ struct BoardsBody {
 }
 
 async fn approve(
-    state: web::Data<ApiState>,
+    state: web::Data<BoardService>,
     body: web::Json<BoardsBody>,
-) -> Result<HttpResponse, BoardApiError> {
+) -> Result<HttpResponse, ApiError> {
     let names = names(&body.boards)?;
     let approved: Vec<_> = state
-        .boards
         .approve(&names)
         .into_iter()
         .map(|(board, was_pending)| json!({"board": board, "approved": was_pending}))
@@ -162,11 +158,11 @@ fn default_exec_timeout() -> u64 {
     30_000
 }
 
-async fn exec(state: web::Data<ApiState>, body: web::Json<ExecBody>) -> Result<HttpResponse, BoardApiError> {
+async fn exec(state: web::Data<BoardService>, body: web::Json<ExecBody>) -> Result<HttpResponse, ApiError> {
     let names = names(&body.boards)?;
     let ExecBody { code, timeout_ms, .. } = body.into_inner();
     let code = Arc::new(code);
-    Ok(fan_out(state.boards.clone(), names, move |svc, board, _events| {
+    Ok(fan_out(state.clone().into_inner(), names, move |svc, board, _events| {
         let code = code.clone();
         async move { svc.execute(&board, (*code).clone(), timeout_ms).await }
     }))
@@ -181,21 +177,25 @@ struct FsBody {
     path: String,
 }
 
-async fn fs(state: web::Data<ApiState>, body: web::Json<FsBody>) -> Result<HttpResponse, BoardApiError> {
+async fn fs(state: web::Data<BoardService>, body: web::Json<FsBody>) -> Result<HttpResponse, ApiError> {
     let names = names(&body.boards)?;
     let FsBody { action, path, .. } = body.into_inner();
-    Ok(fan_out(state.boards.clone(), names, move |svc, board, _events| {
+    Ok(fan_out(state.clone().into_inner(), names, move |svc, board, _events| {
         let path = path.clone();
         async move { svc.fs(&board, action, path).await }
     }))
 }
 
 async fn reset(
-    state: web::Data<ApiState>,
+    state: web::Data<BoardService>,
     body: web::Json<BoardsBody>,
-) -> Result<HttpResponse, BoardApiError> {
+) -> Result<HttpResponse, ApiError> {
     let names = names(&body.boards)?;
-    Ok(fan_out(state.boards.clone(), names, |svc, board, _events| async move { svc.reset(&board).await }))
+    Ok(fan_out(
+        state.clone().into_inner(),
+        names,
+        |svc, board, _events| async move { svc.reset(&board).await },
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,11 +205,11 @@ struct RenameBody {
 }
 
 async fn rename(
-    state: web::Data<ApiState>,
+    state: web::Data<BoardService>,
     name: web::Path<String>,
     body: web::Json<RenameBody>,
 ) -> HttpResponse {
-    let svc = state.boards.clone();
+    let svc = state.clone().into_inner();
     let (old, new) = (name.into_inner(), body.into_inner().new_name);
     let runner = svc.clone();
     let result = run_on(&runner, async move { svc.rename(&old, &new).await }).await;
@@ -226,19 +226,19 @@ struct UploadQuery {
 
 /// `POST /api/v1/boards/upload?boards=HOSTLIST&dest=PATH` with the file as the body.
 async fn upload(
-    state: web::Data<ApiState>,
+    state: web::Data<BoardService>,
     query: web::Query<UploadQuery>,
     mut payload: web::Payload,
-) -> Result<HttpResponse, BoardApiError> {
+) -> Result<HttpResponse, ApiError> {
     let names = names(&query.boards)?;
     let dest = query.dest.clone();
-    roost_core::board::validate_path(&dest).map_err(|e| BoardApiError::BadRequest(e.to_string()))?;
-    let limit = state.boards.settings.max_upload_bytes;
+    roost_core::board::validate_path(&dest).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let limit = state.settings.max_upload_bytes;
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| BoardApiError::BadRequest(format!("reading the upload: {e}")))?;
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?;
         if (body.len() + chunk.len()) as u64 > limit {
-            return Err(BoardApiError::TooLarge(format!(
+            return Err(ApiError::too_large(format!(
                 "the file is larger than boards.max_upload_bytes ({limit} bytes)"
             )));
         }
@@ -246,7 +246,7 @@ async fn upload(
     }
     let data: Bytes = body.freeze();
     let sha = Arc::new(sha256_hex(&data));
-    Ok(fan_out(state.boards.clone(), names, move |svc, board, events| {
+    Ok(fan_out(state.clone().into_inner(), names, move |svc, board, events| {
         let (data, sha, dest) = (data.clone(), sha.clone(), dest.clone());
         async move {
             let b = board.clone();
@@ -272,34 +272,23 @@ struct InstallQuery {
     name: Option<String>,
 }
 
-impl From<InstallError> for BoardApiError {
-    fn from(e: InstallError) -> Self {
-        match e {
-            InstallError::TooLarge(_) => BoardApiError::TooLarge(e.to_string()),
-            InstallError::Index(_) => BoardApiError::Upstream(e.to_string()),
-            InstallError::NotFound { .. } => BoardApiError::NotFound(e.to_string()),
-            _ => BoardApiError::BadRequest(e.to_string()),
-        }
-    }
-}
-
 /// `POST /api/v1/boards/install?boards=HOSTLIST&package=NAME[==VERSION]` (from the package
 /// index), or `?boards=HOSTLIST&kind=py|dir|wheel|sdist&name=FILE` with the file (a tar for
 /// `dir`) as the body. The package is fetched, checked and unpacked before any board is sent
 /// anything; then NDJSON: one `package` event, progress, a result per board, `done`.
 async fn install(
-    state: web::Data<ApiState>,
+    state: web::Data<BoardService>,
     query: web::Query<InstallQuery>,
     mut payload: web::Payload,
-) -> Result<HttpResponse, BoardApiError> {
+) -> Result<HttpResponse, ApiError> {
     let names = names(&query.boards)?;
-    let settings = &state.boards.settings;
+    let settings = &state.settings;
     let limits = settings.package_limits();
     let (kind, filename, data, label) = match (&query.package, query.kind, &query.name) {
         (Some(spec), None, None) => {
             let index = settings.package_index.clone().ok_or(InstallError::NoIndex)?;
             let spec = spec.clone();
-            let svc = state.boards.clone();
+            let svc = state.clone().into_inner();
             let (label, filename, data) =
                 run_on(&svc, async move { install::fetch(&index, &spec, limits).await }).await?;
             let kind = if filename.ends_with(".whl") { LocalKind::Wheel } else { LocalKind::Sdist };
@@ -308,9 +297,9 @@ async fn install(
         (None, Some(kind), Some(name)) => {
             let mut body = BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| BoardApiError::BadRequest(format!("reading the package: {e}")))?;
+                let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the package: {e}")))?;
                 if (body.len() + chunk.len()) as u64 > limits.max_download_bytes {
-                    return Err(BoardApiError::TooLarge(format!(
+                    return Err(ApiError::too_large(format!(
                         "{name} is larger than boards.max_package_bytes ({} bytes)",
                         limits.max_download_bytes
                     )));
@@ -320,15 +309,14 @@ async fn install(
             (kind, name.clone(), body.freeze(), None)
         }
         _ => {
-            return Err(BoardApiError::BadRequest(
-                "give either package=NAME[==VERSION], or kind=py|dir|wheel|sdist and name=FILE with the file as the body"
-                    .into(),
+            return Err(ApiError::bad_request(
+                "give either package=NAME[==VERSION], or kind=py|dir|wheel|sdist and name=FILE with the file as the body",
             ))
         }
     };
     let mut package = tokio::task::spawn_blocking(move || install::unpack(kind, &filename, &data, limits))
         .await
-        .map_err(|e| BoardApiError::BadRequest(format!("unpacking: {e}")))??;
+        .map_err(|e| ApiError::bad_request(format!("unpacking: {e}")))??;
     if let Some(label) = label {
         package.label = format!("{label} ({})", package.label);
     }
@@ -338,7 +326,7 @@ async fn install(
         bytes: package.total_bytes(),
     };
     let package = Arc::new(package);
-    Ok(fan_out_with(state.boards.clone(), names, Some(first), move |svc, board, events| {
+    Ok(fan_out_with(state.clone().into_inner(), names, Some(first), move |svc, board, events| {
         let package = package.clone();
         async move {
             let b = board.clone();

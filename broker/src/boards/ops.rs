@@ -16,8 +16,9 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::call::{Call, Stop};
 use super::registry::HistoryItem;
-use super::{now_ms, BoardService, Call, Stop};
+use super::service::{now_ms, BoardService};
 
 /// A piece of output, as the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -149,7 +150,7 @@ impl BoardService {
             return self.done(call, result, what, started_ms);
         }
         if let Err(e) = call.send(op).await {
-            result.error = Some(e);
+            result.error = Some(e.to_string());
             return self.done(call, result, what, started_ms);
         }
         let deadline = Instant::now() + timeout;
@@ -286,7 +287,7 @@ impl BoardService {
                 break;
             }
             if let Err(e) = call.send(Op::Upload(chunk)).await {
-                result.error = Some(e);
+                result.error = Some(e.to_string());
                 break;
             }
             // One acknowledgement per chunk: progress (go on from there) or the result.

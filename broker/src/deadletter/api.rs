@@ -6,9 +6,12 @@
 //!   [{"id", "reason"}]}`. A replayed record the database refuses again comes back as a new entry.
 //! - `DELETE /deadletters?source=&ids=1,2&all=true`: `{"deleted": n}`; deleting everything needs
 //!   `all=true`.
+//!
+//! [`DeadLetterApi`] registers these routes with the admin API and fills in the status's
+//! dead-letter counters.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -17,9 +20,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{DeadLetters, Letter, Selection};
-use crate::api::{ApiState, Failure};
+use super::{DeadLetterError, DeadLetters, Letter, Selection};
+use crate::api::error::ApiError;
+use crate::api::ApiFeature;
 use crate::sink::SinkHandle;
+use crate::stats::{DeadLetterStatus, Status};
 
 /// Most entries one replay hands over.
 const MAX_REPLAY: usize = 100_000;
@@ -51,10 +56,30 @@ impl Replay {
     }
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/deadletters", web::get().to(list))
-        .route("/deadletters", web::delete().to(delete))
-        .route("/deadletters/replay", web::post().to(replay));
+/// The dead letters in the admin API: the store and where replayed letters go.
+#[derive(Clone)]
+pub struct DeadLetterApi {
+    pub dead_letters: DeadLetters,
+    pub replay: Arc<Replay>,
+}
+
+impl ApiFeature for DeadLetterApi {
+    fn configure(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::new(self.clone()))
+            .route("/deadletters", web::get().to(list))
+            .route("/deadletters", web::delete().to(delete))
+            .route("/deadletters/replay", web::post().to(replay));
+    }
+
+    fn status(&self, status: &mut Status) {
+        status.dead_letters = DeadLetterStatus::of(&self.dead_letters.stats);
+    }
+}
+
+impl From<DeadLetterError> for ApiError {
+    fn from(e: DeadLetterError) -> Self {
+        ApiError::internal("dead_letter_store", e.to_string())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,7 +94,7 @@ struct Query {
 }
 
 impl Query {
-    fn selection(&self) -> Result<Selection, Failure> {
+    fn selection(&self) -> Result<Selection, ApiError> {
         let ids = match &self.ids {
             None => Vec::new(),
             Some(s) => s
@@ -77,7 +102,7 @@ impl Query {
                 .filter(|p| !p.trim().is_empty())
                 .map(|p| p.trim().parse::<i64>())
                 .collect::<Result<_, _>>()
-                .map_err(|_| Failure::bad_request(format!("ids {s:?} is not a list of numbers")))?,
+                .map_err(|_| ApiError::bad_request(format!("ids {s:?} is not a list of numbers")))?,
         };
         Ok(Selection { ids, source: self.source.clone().filter(|s| !s.is_empty()) })
     }
@@ -86,17 +111,16 @@ impl Query {
 /// Runs a blocking store call off the async threads.
 async fn blocking<T: Send + 'static>(
     store: &DeadLetters,
-    f: impl FnOnce(&DeadLetters) -> Result<T, super::DeadLetterError> + Send + 'static,
-) -> Result<T, Failure> {
+    f: impl FnOnce(&DeadLetters) -> Result<T, DeadLetterError> + Send + 'static,
+) -> Result<T, ApiError> {
     let store = store.clone();
     match tokio::task::spawn_blocking(move || f(&store)).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(Failure::internal("dead_letter_store", e.to_string())),
-        Err(e) => Err(Failure::internal("internal", e.to_string())),
+        Ok(result) => Ok(result?),
+        Err(e) => Err(ApiError::internal("internal", e.to_string())),
     }
 }
 
-async fn list(state: web::Data<ApiState>, q: web::Query<Query>) -> Result<HttpResponse, Failure> {
+async fn list(state: web::Data<DeadLetterApi>, q: web::Query<Query>) -> Result<HttpResponse, ApiError> {
     let sel = q.selection()?;
     let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(100).min(10_000));
     let (total, entries) =
@@ -104,21 +128,21 @@ async fn list(state: web::Data<ApiState>, q: web::Query<Query>) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(json!({"total": total, "entries": entries})))
 }
 
-async fn delete(state: web::Data<ApiState>, q: web::Query<Query>) -> Result<HttpResponse, Failure> {
+async fn delete(state: web::Data<DeadLetterApi>, q: web::Query<Query>) -> Result<HttpResponse, ApiError> {
     let sel = q.selection()?;
     if sel.ids.is_empty() && sel.source.is_none() && q.all != Some(true) {
         let message = "name ids or a source, or pass all=true to delete every dead letter".to_owned();
-        return Err(Failure::bad_request(message));
+        return Err(ApiError::bad_request(message));
     }
     let n = blocking(&state.dead_letters, move |s| s.delete(&sel)).await?;
     Ok(HttpResponse::Ok().json(json!({"deleted": n})))
 }
 
-async fn replay(state: web::Data<ApiState>, q: web::Query<Query>) -> Result<HttpResponse, Failure> {
+async fn replay(state: web::Data<DeadLetterApi>, q: web::Query<Query>) -> Result<HttpResponse, ApiError> {
     let sel = q.selection()?;
     let Some(targets) = state.replay.targets() else {
         let message = "roost is stopping".to_owned();
-        return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", message));
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", message));
     };
     let letters = blocking(&state.dead_letters, move |s| s.letters(&sel, MAX_REPLAY)).await?;
     let mut replayed = Vec::new();

@@ -1,48 +1,43 @@
 //! The embedded MQTT broker: `rmqtt` as a library. Every rmqtt type stays inside this module, so
 //! the broker can be swapped without touching the rest of Roost.
 //!
-//! Ingest happens in rmqtt's `MessagePublishCheckAcl` hook, which runs for every PUBLISH from a
+//! Ingest happens in rmqtt's `MessagePublishCheckAcl` hook (`hooks`), which runs for every PUBLISH from a
 //! client after `MessagePublish` and before the PUBACK: the hook decides whether the publish is
 //! allowed and, if so, awaits [`Ingest::accept`] there. So only allowed messages are ingested, a
 //! QoS 1 PUBACK is sent only once the message is queued in every matching pipeline, and a full
 //! pipeline slows the publisher down. (`MessagePublish` itself runs before the ACL check, which is
 //! why ingest does not use it.)
 //!
-//! Boards (marked `boards:` below): publishes under `roost/boards/` are checked against the
+//! Boards (marked `boards:` in `hooks`): publishes under `roost/boards/` are checked against the
 //! board rules ([`crate::boards::acl`]) in the same ACL hook and handed to the board service
 //! instead of ingest; subscriptions and last wills are checked too; disconnects are reported;
-//! and [`CmdSender`] publishes board commands in-process (`SessionState::forwards` from a system
-//! sender), the only way anything reaches a `cmd` topic.
+//! and `publisher::CmdSender` publishes board commands in-process (`SessionState::forwards` from
+//! a system sender), the only way anything reaches a `cmd` topic.
 //!
 //! rmqtt has no graceful-shutdown call: [`Broker::stop`] stops accepting connections by aborting
 //! the listener task, then kicks every session.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use rmqtt::context::ServerContext;
-use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
+use rmqtt::hook::Type;
 use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
-use rmqtt::types::PublishAclResult;
-// boards:
-use rmqtt::codec::types::{Publish as CodecPublish, QoS};
-use rmqtt::codec::v5::SubscribeAckReason;
-use rmqtt::session::SessionState;
-use rmqtt::types::{From as MsgFrom, Id, Publish as RmqttPublish, SubscribeAclResult};
-use roost_core::{envelope, topic, Message};
 use thiserror::Error;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::boards::acl::{self, PublishVerdict};
-use crate::boards::{BoardService, CmdPublisher};
+use self::hooks::{HookState, Hooks};
+use self::publisher::CmdSender;
+use crate::boards::BoardService;
 use crate::ingest::Ingest;
 use crate::stats::Stats;
+
+mod hooks;
+mod publisher;
 
 /// The listener's settings, as the rest of Roost knows them.
 #[derive(Debug, Clone)]
@@ -148,153 +143,5 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.server.abort();
-    }
-}
-
-#[derive(Clone)]
-struct Hooks(Arc<HookState>);
-
-struct HookState {
-    ingest: Arc<Ingest>,
-    stats: Arc<Stats>,
-    boards: Arc<BoardService>,
-}
-
-/// boards: a key for one client connection (a reconnect with the same client id is another).
-fn conn_key(id: &Id) -> String {
-    format!("{}|{:?}|{}", id.client_id, id.remote_addr, id.create_time)
-}
-
-/// boards: the client's identity for the board rules.
-fn identity(id: &Id) -> acl::Identity<'_> {
-    acl::Identity { client_id: &id.client_id, username: id.username.as_deref() }
-}
-
-/// boards: publishes board commands from inside the broker, as the system.
-struct CmdSender {
-    scx: ServerContext,
-}
-
-#[async_trait]
-impl CmdPublisher for CmdSender {
-    async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
-        let publish = CodecPublish {
-            dup: false,
-            retain: false,
-            qos: QoS::AtLeastOnce,
-            topic: topic.into(),
-            packet_id: None,
-            payload: payload.into(),
-            properties: None,
-        };
-        let publish =
-            RmqttPublish::new(Box::new(publish), None, None, Some(envelope::now_ns() as i64 / 1_000_000));
-        let from = MsgFrom::from_system(Id::from(self.scx.node.id(), "roost".into()));
-        SessionState::forwards(&self.scx, from, publish, false, None).await.map_err(|e| e.to_string())
-    }
-}
-
-#[async_trait]
-impl Handler for Hooks {
-    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
-        match param {
-            Parameter::MessagePublishCheckAcl(session, publish) => {
-                let topic_name: &str = &publish.topic;
-                let client_id: &str = &session.id.client_id;
-                // boards: board topics go to the board service, never to ingest.
-                match acl::check_publish(identity(&session.id), topic_name) {
-                    PublishVerdict::NotBoardTopic => {}
-                    PublishVerdict::Allowed { board, channel } => {
-                        let conn = conn_key(&session.id);
-                        self.0.boards.on_publish(&conn, board, channel, &publish.payload).await;
-                        return (true, acc);
-                    }
-                    PublishVerdict::Denied(reason) => {
-                        self.0.boards.counters.publishes_denied.fetch_add(1, Relaxed);
-                        warn!(
-                            client_id,
-                            topic = topic_name,
-                            reason,
-                            "board topic publish refused; disconnecting"
-                        );
-                        let refused = PublishAclResult::rejected(true, Some(reason.into()));
-                        return (false, Some(HookResult::PublishAclResult(refused)));
-                    }
-                }
-                let device = match topic::device_topic(topic_name) {
-                    Some((d, _)) => d.to_owned(),
-                    None => client_id.to_owned(),
-                };
-                let user_properties = publish
-                    .properties
-                    .as_ref()
-                    .map(|p| p.user_properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
-                    .unwrap_or_default();
-                let msg = Message {
-                    topic: topic_name.to_owned(),
-                    client_id: client_id.to_owned(),
-                    device,
-                    payload: publish.payload.to_vec(),
-                    received_at: envelope::now_ns(),
-                    qos: publish.qos as u8,
-                    retain: publish.retain,
-                    user_properties,
-                };
-                match self.0.ingest.accept(msg).await {
-                    Ok(()) => (true, acc),
-                    Err(_closed) => {
-                        let refused = PublishAclResult::rejected(true, Some("server shutting down".into()));
-                        (false, Some(HookResult::PublishAclResult(refused)))
-                    }
-                }
-            }
-            Parameter::ClientConnected(_) => {
-                self.0.stats.connections.fetch_add(1, Relaxed);
-                (true, acc)
-            }
-            Parameter::ClientDisconnected(session, _) => {
-                self.0.stats.connections.fetch_sub(1, Relaxed);
-                self.0.boards.on_disconnect(&conn_key(&session.id)); // boards:
-                (true, acc)
-            }
-            // boards: no subscription to another board's commands or replies.
-            Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
-                match acl::check_subscribe(identity(&session.id), &subscribe.topic_filter) {
-                    Ok(()) => (true, acc),
-                    Err(reason) => {
-                        self.0.boards.counters.subscribes_denied.fetch_add(1, Relaxed);
-                        warn!(client_id = %session.id.client_id, filter = %subscribe.topic_filter, reason, "subscription refused");
-                        let refused = SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized);
-                        (false, Some(HookResult::SubscribeAclResult(refused)))
-                    }
-                }
-            }
-            // boards: a last will skips the publish ACL, so it is checked here. A will the client
-            // could not have published is neutralised (rmqtt cannot drop it: it is rewritten to
-            // an empty message on a `$` topic no wildcard matches).
-            Parameter::MessagePublish(_, from, publish)
-                if matches!(from.typ(), rmqtt::types::FromType::LastWill) =>
-            {
-                match acl::check_publish(identity(&from.id), &publish.topic) {
-                    PublishVerdict::NotBoardTopic => (true, acc),
-                    PublishVerdict::Allowed { board, channel } => {
-                        if channel == roost_core::board::Channel::Status {
-                            self.0.boards.on_will(&conn_key(&from.id), board, &publish.payload);
-                        }
-                        (true, acc)
-                    }
-                    PublishVerdict::Denied(reason) => {
-                        self.0.boards.counters.wills_refused.fetch_add(1, Relaxed);
-                        warn!(client_id = %from.id.client_id, topic = %publish.topic, reason, "last will refused");
-                        let mut neutral = (*publish).clone();
-                        neutral.inner.topic = "$roost/refused-will".into();
-                        neutral.inner.payload = Default::default();
-                        neutral.inner.retain = false;
-                        (false, Some(HookResult::Publish(neutral)))
-                    }
-                }
-            }
-            _ => (true, acc),
-        }
     }
 }

@@ -15,6 +15,11 @@
 //! - `DELETE /processors/{name}`: every version; refused (409) while a pipeline names it.
 //!
 //! Errors: `{"error": {"code", "message"}}`, plus `results` when samples failed.
+//!
+//! [`ProcessorsApi`] registers these routes with the admin API, names each pipeline's processor
+//! in the status and adds the processors' call statistics to `/metrics`.
+
+use std::sync::Arc;
 
 use actix_multipart::Multipart;
 use actix_web::http::{header, StatusCode};
@@ -25,29 +30,46 @@ use roost_processors::wasm::{Registry, RegistryError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{ApiState, Failure};
+use super::Processors;
+use crate::api::error::ApiError;
+use crate::api::ApiFeature;
+use crate::stats::{self, Status};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/processors", web::get().to(list))
-        .route("/processors/{name}", web::get().to(show))
-        .route("/processors/{name}", web::put().to(upload))
-        .route("/processors/{name}", web::delete().to(delete))
-        .route("/processors/{name}/test", web::post().to(test))
-        .route("/processors/{name}/rollback", web::post().to(rollback));
+/// The processors in the admin API.
+pub struct ProcessorsApi(pub Arc<Processors>);
+
+impl ApiFeature for ProcessorsApi {
+    fn configure(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::from(self.0.clone()))
+            .route("/processors", web::get().to(list))
+            .route("/processors/{name}", web::get().to(show))
+            .route("/processors/{name}", web::put().to(upload))
+            .route("/processors/{name}", web::delete().to(delete))
+            .route("/processors/{name}/test", web::post().to(test))
+            .route("/processors/{name}/rollback", web::post().to(rollback));
+    }
+
+    fn status(&self, status: &mut Status) {
+        for p in &mut status.pipelines {
+            p.processor = self.0.label(&p.name);
+        }
+    }
+
+    fn metrics(&self, out: &mut String) {
+        stats::processor_metrics(out, &self.0.registry.list());
+    }
 }
 
-impl From<RegistryError> for Failure {
+impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         let message = e.to_string();
         match e {
-            RegistryError::BadName { .. } => Failure::bad_request(message),
-            RegistryError::NotFound(_) | RegistryError::NoVersion { .. } => {
-                Failure::new(StatusCode::NOT_FOUND, "not_found", message)
-            }
-            RegistryError::NoEarlier(_) => Failure::new(StatusCode::CONFLICT, "no_earlier_version", message),
-            RegistryError::Load(_) => Failure::new(StatusCode::BAD_REQUEST, "invalid_module", message),
+            RegistryError::BadName { .. } => ApiError::bad_request(message),
+            RegistryError::NotFound(_) | RegistryError::NoVersion { .. } => ApiError::not_found(message),
+            RegistryError::NoEarlier(_) => ApiError::new(StatusCode::CONFLICT, "no_earlier_version", message),
+            RegistryError::Load(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_module", message),
             RegistryError::Init { .. } => {
-                Failure::new(StatusCode::UNPROCESSABLE_ENTITY, "init_failed", message)
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "init_failed", message)
             }
             RegistryError::Samples { results, .. } => {
                 let failures: Vec<String> = results
@@ -55,10 +77,10 @@ impl From<RegistryError> for Failure {
                     .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.topic)))
                     .collect();
                 let message = format!("{message}: {}", failures.join("; "));
-                Failure::new(StatusCode::UNPROCESSABLE_ENTITY, "samples_failed", message)
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "samples_failed", message)
                     .with("results", json!(results))
             }
-            RegistryError::Io { .. } => Failure::internal("processor_store", message),
+            RegistryError::Io { .. } => ApiError::internal("processor_store", message),
         }
     }
 }
@@ -105,9 +127,9 @@ impl Sample {
     }
 }
 
-fn parse_samples(bytes: &[u8]) -> Result<Vec<Message>, Failure> {
+fn parse_samples(bytes: &[u8]) -> Result<Vec<Message>, ApiError> {
     let samples: Vec<Sample> = serde_json::from_slice(bytes).map_err(|e| {
-        Failure::bad_request(format!("samples: not a JSON array of {{\"topic\", \"payload\"}} objects: {e}"))
+        ApiError::bad_request(format!("samples: not a JSON array of {{\"topic\", \"payload\"}} objects: {e}"))
     })?;
     Ok(samples.into_iter().map(Sample::into_message).collect())
 }
@@ -126,19 +148,18 @@ fn is_multipart(req: &HttpRequest) -> bool {
 }
 
 /// Reads a body of at most `limit` bytes: a raw `.wasm`, or multipart `module` + `samples`.
-async fn read_upload(req: &HttpRequest, payload: web::Payload, limit: usize) -> Result<Upload, Failure> {
+async fn read_upload(req: &HttpRequest, payload: web::Payload, limit: usize) -> Result<Upload, ApiError> {
     let too_large = || {
-        Failure::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the upload is larger than processors.max_upload_mib ({} MiB)", limit >> 20),
-        )
+        ApiError::too_large(format!(
+            "the upload is larger than processors.max_upload_mib ({} MiB)",
+            limit >> 20
+        ))
     };
     if !is_multipart(req) {
         let mut body = Vec::new();
         let mut payload = payload;
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| Failure::bad_request(format!("reading the upload: {e}")))?;
+            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?;
             if body.len() + chunk.len() > limit {
                 return Err(too_large());
             }
@@ -151,11 +172,11 @@ async fn read_upload(req: &HttpRequest, payload: web::Payload, limit: usize) -> 
     let mut total = 0;
     while let Some(field) = parts.next().await {
         let mut field =
-            field.map_err(|e| Failure::bad_request(format!("reading the multipart body: {e}")))?;
+            field.map_err(|e| ApiError::bad_request(format!("reading the multipart body: {e}")))?;
         let name = field.name().unwrap_or_default().to_string();
         let mut bytes = Vec::new();
         while let Some(chunk) = field.next().await {
-            let chunk = chunk.map_err(|e| Failure::bad_request(format!("reading part {name:?}: {e}")))?;
+            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading part {name:?}: {e}")))?;
             total += chunk.len();
             if total > limit {
                 return Err(too_large());
@@ -166,7 +187,7 @@ async fn read_upload(req: &HttpRequest, payload: web::Payload, limit: usize) -> 
             "module" => upload.module = Some(bytes),
             "samples" => upload.samples = parse_samples(&bytes)?,
             other => {
-                return Err(Failure::bad_request(format!(
+                return Err(ApiError::bad_request(format!(
                     "unknown part {other:?}; send `module` and `samples`"
                 )))
             }
@@ -178,49 +199,49 @@ async fn read_upload(req: &HttpRequest, payload: web::Payload, limit: usize) -> 
 /// Runs a registry call off the async threads (compiling a module takes a while). The outer
 /// error is the task failing; the inner one the registry's answer.
 async fn run_blocking<T: Send + 'static>(
-    state: &ApiState,
+    state: &Processors,
     f: impl FnOnce(&Registry) -> Result<T, RegistryError> + Send + 'static,
-) -> Result<Result<T, RegistryError>, Failure> {
-    let registry = state.processors.registry.clone();
+) -> Result<Result<T, RegistryError>, ApiError> {
+    let registry = state.registry.clone();
     tokio::task::spawn_blocking(move || f(&registry))
         .await
-        .map_err(|e| Failure::internal("internal", e.to_string()))
+        .map_err(|e| ApiError::internal("internal", e.to_string()))
 }
 
 /// [`run_blocking`], with the registry's errors as answers.
 async fn blocking<T: Send + 'static>(
-    state: &ApiState,
+    state: &Processors,
     f: impl FnOnce(&Registry) -> Result<T, RegistryError> + Send + 'static,
-) -> Result<T, Failure> {
+) -> Result<T, ApiError> {
     Ok(run_blocking(state, f).await??)
 }
 
 /// What upload and test share: the checked name, the body (module and samples) and the init
 /// configs of the pipelines that follow the name.
 async fn read_request(
-    state: &ApiState,
+    state: &Processors,
     name: web::Path<String>,
     req: &HttpRequest,
     payload: web::Payload,
-) -> Result<(String, Upload, Vec<String>), Failure> {
+) -> Result<(String, Upload, Vec<String>), ApiError> {
     let name = name.into_inner();
     roost_processors::wasm::check_name(&name)?;
-    let limit = state.processors.settings.max_upload_mib << 20;
+    let limit = state.settings.max_upload_mib << 20;
     let upload = read_upload(req, payload, limit).await?;
-    let configs = state.processors.configs_for(&name);
+    let configs = state.configs_for(&name);
     Ok((name, upload, configs))
 }
 
 async fn upload(
-    state: web::Data<ApiState>,
+    state: web::Data<Processors>,
     name: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, Failure> {
+) -> Result<HttpResponse, ApiError> {
     let (name, Upload { module, samples }, configs) = read_request(&state, name, &req, payload).await?;
     let module = module
         .filter(|m| !m.is_empty())
-        .ok_or_else(|| Failure::bad_request("no module: send the .wasm file as the body"))?;
+        .ok_or_else(|| ApiError::bad_request("no module: send the .wasm file as the body"))?;
     let uploaded = blocking(&state, move |r| r.upload(&name, &module, &configs, &samples)).await?;
     Ok(HttpResponse::Created().json(uploaded))
 }
@@ -234,22 +255,22 @@ struct TestRequest {
 }
 
 async fn test(
-    state: web::Data<ApiState>,
+    state: web::Data<Processors>,
     name: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, Failure> {
+) -> Result<HttpResponse, ApiError> {
     let multipart = is_multipart(&req);
     let (name, upload, configs) = read_request(&state, name, &req, payload).await?;
     let result = if multipart {
         let Upload { module, samples } = upload;
-        let module = module.ok_or_else(|| Failure::bad_request("no `module` part"))?;
+        let module = module.ok_or_else(|| ApiError::bad_request("no `module` part"))?;
         run_blocking(&state, move |r| r.check(&name, &module, &configs, &samples).map(|(_, results)| results))
             .await?
     } else {
         let body = upload.module.unwrap_or_default();
         let request: TestRequest = serde_json::from_slice(&body).map_err(|e| {
-            Failure::bad_request(format!("expected {{\"samples\": [...], \"version\": N}}: {e}"))
+            ApiError::bad_request(format!("expected {{\"samples\": [...], \"version\": N}}: {e}"))
         })?;
         let samples: Vec<Message> = request.samples.into_iter().map(Sample::into_message).collect();
         let version = request.version;
@@ -264,11 +285,11 @@ async fn test(
     }
 }
 
-async fn list(state: web::Data<ApiState>) -> HttpResponse {
-    let mut processors = state.processors.registry.list();
+async fn list(state: web::Data<Processors>) -> HttpResponse {
+    let mut processors = state.registry.list();
     let mut out = Vec::new();
     for p in processors.drain(..) {
-        let pipelines = state.processors.pipelines_using(&p.name);
+        let pipelines = state.pipelines_using(&p.name);
         let mut v = json!(p);
         v["pipelines"] = json!(pipelines);
         out.push(v);
@@ -276,10 +297,10 @@ async fn list(state: web::Data<ApiState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "processors": out }))
 }
 
-async fn show(state: web::Data<ApiState>, name: web::Path<String>) -> Result<HttpResponse, Failure> {
-    let info = state.processors.registry.info(&name)?;
+async fn show(state: web::Data<Processors>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let info = state.registry.info(&name)?;
     let mut v = json!(info);
-    v["pipelines"] = json!(state.processors.pipelines_using(&name));
+    v["pipelines"] = json!(state.pipelines_using(&name));
     Ok(HttpResponse::Ok().json(v))
 }
 
@@ -291,15 +312,15 @@ struct RollbackRequest {
 }
 
 async fn rollback(
-    state: web::Data<ApiState>,
+    state: web::Data<Processors>,
     name: web::Path<String>,
     body: web::Bytes,
-) -> Result<HttpResponse, Failure> {
+) -> Result<HttpResponse, ApiError> {
     let request: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RollbackRequest::default()
     } else {
         serde_json::from_slice(&body)
-            .map_err(|e| Failure::bad_request(format!("expected {{\"version\": N}}: {e}")))?
+            .map_err(|e| ApiError::bad_request(format!("expected {{\"version\": N}}: {e}")))?
     };
     let name = name.into_inner();
     let reply_name = name.clone();
@@ -307,11 +328,11 @@ async fn rollback(
     Ok(HttpResponse::Ok().json(json!({"name": reply_name, "active": active})))
 }
 
-async fn delete(state: web::Data<ApiState>, name: web::Path<String>) -> Result<HttpResponse, Failure> {
+async fn delete(state: web::Data<Processors>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let name = name.into_inner();
-    let users = state.processors.pipelines_using(&name);
+    let users = state.pipelines_using(&name);
     if !users.is_empty() {
-        return Err(Failure::new(
+        return Err(ApiError::new(
             StatusCode::CONFLICT,
             "in_use",
             format!("processor {name} is used by pipeline(s) {}; change the config first", users.join(", ")),

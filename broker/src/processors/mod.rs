@@ -15,12 +15,23 @@ use crate::config::{PipelineSettings, ProcessorSettings};
 /// The directory under the data dir that holds the processor store.
 pub const DIR: &str = "processors";
 
+/// A pipeline that runs a processor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessorUse {
+    pub pipeline: String,
+    pub processor: String,
+    /// The version it pins; none: it follows the active version.
+    pub version: Option<u32>,
+    /// The config its processor's `init` gets.
+    pub config: String,
+}
+
 /// The registry and who uses what.
 pub struct Processors {
     pub registry: Arc<Registry>,
     pub settings: ProcessorSettings,
-    /// (pipeline, processor name, pinned version, init config) for each pipeline with one.
-    pub users: Vec<(String, String, Option<u32>, String)>,
+    /// Each pipeline that runs a processor.
+    pub users: Vec<ProcessorUse>,
 }
 
 impl Processors {
@@ -38,16 +49,25 @@ impl Processors {
             .iter()
             .filter_map(|p| {
                 let r = p.processor.as_ref()?;
-                Some((p.name.clone(), r.name().to_string(), r.version(), r.config().to_string()))
+                Some(ProcessorUse {
+                    pipeline: p.name.clone(),
+                    processor: r.name().to_string(),
+                    version: r.version(),
+                    config: r.config().to_string(),
+                })
             })
             .collect();
         Ok(Processors { registry: Arc::new(registry), settings: settings.clone(), users })
     }
 
+    fn user(&self, pipeline: &str) -> Option<&ProcessorUse> {
+        self.users.iter().find(|u| u.pipeline == pipeline)
+    }
+
     /// The worker pool for a pipeline's processor. A pinned version must exist; a followed
     /// name may be uploaded later (until then its messages go to the dead-letter store).
     pub fn pool(&self, pipeline: &str) -> Result<Option<WorkerPool>> {
-        let Some((_, name, version, config)) = self.users.iter().find(|u| u.0 == pipeline) else {
+        let Some(ProcessorUse { processor: name, version, config, .. }) = self.user(pipeline) else {
             return Ok(None);
         };
         let config = config.clone();
@@ -71,7 +91,7 @@ impl Processors {
 
     /// What `pipeline` runs, for the status: `name`, or `name@version` when pinned.
     pub fn label(&self, pipeline: &str) -> Option<String> {
-        let (_, name, version, _) = self.users.iter().find(|u| u.0 == pipeline)?;
+        let ProcessorUse { processor: name, version, .. } = self.user(pipeline)?;
         Some(match version {
             Some(v) => format!("{name}@{v}"),
             None => name.clone(),
@@ -80,14 +100,18 @@ impl Processors {
 
     /// The pipelines that name `processor`.
     pub fn pipelines_using(&self, processor: &str) -> Vec<String> {
-        self.users.iter().filter(|u| u.1 == processor).map(|u| u.0.clone()).collect()
+        self.users.iter().filter(|u| u.processor == processor).map(|u| u.pipeline.clone()).collect()
     }
 
     /// The `init` configs a new version of `processor` must accept: those of the pipelines that
     /// follow it (an empty config when none does).
     pub fn configs_for(&self, processor: &str) -> Vec<String> {
-        let mut configs: Vec<String> =
-            self.users.iter().filter(|u| u.1 == processor && u.2.is_none()).map(|u| u.3.clone()).collect();
+        let mut configs: Vec<String> = self
+            .users
+            .iter()
+            .filter(|u| u.processor == processor && u.version.is_none())
+            .map(|u| u.config.clone())
+            .collect();
         configs.dedup();
         if configs.is_empty() {
             configs.push(String::new());

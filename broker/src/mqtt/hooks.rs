@@ -1,0 +1,142 @@
+//! The broker's hooks: ingest in `MessagePublishCheckAcl` (see `mqtt`), the connection count,
+//! and (marked `boards:`) the board rules for publishes, subscriptions and last wills, with
+//! board topics handed to the board service instead of ingest.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
+use rmqtt::types::{Id, PublishAclResult, SubscribeAclResult};
+use roost_core::{envelope, topic, Message};
+use tracing::warn;
+
+use crate::boards::acl::{self, PublishVerdict};
+use crate::boards::BoardService;
+use crate::ingest::Ingest;
+use crate::stats::Stats;
+
+#[derive(Clone)]
+pub(super) struct Hooks(pub Arc<HookState>);
+
+pub(super) struct HookState {
+    pub ingest: Arc<Ingest>,
+    pub stats: Arc<Stats>,
+    pub boards: Arc<BoardService>,
+}
+
+/// boards: a key for one client connection (a reconnect with the same client id is another).
+fn conn_key(id: &Id) -> String {
+    format!("{}|{:?}|{}", id.client_id, id.remote_addr, id.create_time)
+}
+
+/// boards: the client's identity for the board rules.
+fn identity(id: &Id) -> acl::Identity<'_> {
+    acl::Identity { client_id: &id.client_id, username: id.username.as_deref() }
+}
+
+#[async_trait]
+impl Handler for Hooks {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        match param {
+            Parameter::MessagePublishCheckAcl(session, publish) => {
+                let topic_name: &str = &publish.topic;
+                let client_id: &str = &session.id.client_id;
+                // boards: board topics go to the board service, never to ingest.
+                match acl::check_publish(identity(&session.id), topic_name) {
+                    PublishVerdict::NotBoardTopic => {}
+                    PublishVerdict::Allowed { board, channel } => {
+                        let conn = conn_key(&session.id);
+                        self.0.boards.on_publish(&conn, board, channel, &publish.payload).await;
+                        return (true, acc);
+                    }
+                    PublishVerdict::Denied(reason) => {
+                        self.0.boards.counters.publishes_denied.fetch_add(1, Relaxed);
+                        warn!(
+                            client_id,
+                            topic = topic_name,
+                            reason,
+                            "board topic publish refused; disconnecting"
+                        );
+                        let refused = PublishAclResult::rejected(true, Some(reason.into()));
+                        return (false, Some(HookResult::PublishAclResult(refused)));
+                    }
+                }
+                let device = match topic::device_topic(topic_name) {
+                    Some((d, _)) => d.to_owned(),
+                    None => client_id.to_owned(),
+                };
+                let user_properties = publish
+                    .properties
+                    .as_ref()
+                    .map(|p| p.user_properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+                    .unwrap_or_default();
+                let msg = Message {
+                    topic: topic_name.to_owned(),
+                    client_id: client_id.to_owned(),
+                    device,
+                    payload: publish.payload.to_vec(),
+                    received_at: envelope::now_ns(),
+                    qos: publish.qos as u8,
+                    retain: publish.retain,
+                    user_properties,
+                };
+                match self.0.ingest.accept(msg).await {
+                    Ok(()) => (true, acc),
+                    Err(_closed) => {
+                        let refused = PublishAclResult::rejected(true, Some("server shutting down".into()));
+                        (false, Some(HookResult::PublishAclResult(refused)))
+                    }
+                }
+            }
+            Parameter::ClientConnected(_) => {
+                self.0.stats.connections.fetch_add(1, Relaxed);
+                (true, acc)
+            }
+            Parameter::ClientDisconnected(session, _) => {
+                self.0.stats.connections.fetch_sub(1, Relaxed);
+                self.0.boards.on_disconnect(&conn_key(&session.id)); // boards:
+                (true, acc)
+            }
+            // boards: no subscription to another board's commands or replies.
+            Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
+                match acl::check_subscribe(identity(&session.id), &subscribe.topic_filter) {
+                    Ok(()) => (true, acc),
+                    Err(reason) => {
+                        self.0.boards.counters.subscribes_denied.fetch_add(1, Relaxed);
+                        warn!(client_id = %session.id.client_id, filter = %subscribe.topic_filter, reason, "subscription refused");
+                        let refused = SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized);
+                        (false, Some(HookResult::SubscribeAclResult(refused)))
+                    }
+                }
+            }
+            // boards: a last will skips the publish ACL, so it is checked here. A will the client
+            // could not have published is neutralised (rmqtt cannot drop it: it is rewritten to
+            // an empty message on a `$` topic no wildcard matches).
+            Parameter::MessagePublish(_, from, publish)
+                if matches!(from.typ(), rmqtt::types::FromType::LastWill) =>
+            {
+                match acl::check_publish(identity(&from.id), &publish.topic) {
+                    PublishVerdict::NotBoardTopic => (true, acc),
+                    PublishVerdict::Allowed { board, channel } => {
+                        if channel == roost_core::board::Channel::Status {
+                            self.0.boards.on_will(&conn_key(&from.id), board, &publish.payload);
+                        }
+                        (true, acc)
+                    }
+                    PublishVerdict::Denied(reason) => {
+                        self.0.boards.counters.wills_refused.fetch_add(1, Relaxed);
+                        warn!(client_id = %from.id.client_id, topic = %publish.topic, reason, "last will refused");
+                        let mut neutral = (*publish).clone();
+                        neutral.inner.topic = "$roost/refused-will".into();
+                        neutral.inner.payload = Default::default();
+                        neutral.inner.retain = false;
+                        (false, Some(HookResult::Publish(neutral)))
+                    }
+                }
+            }
+            _ => (true, acc),
+        }
+    }
+}
