@@ -16,10 +16,11 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::{start, Server};
+use common::start;
+use roost_testkit::Roost;
 
 /// POSTs to a board endpoint and reads the NDJSON answer; returns the results.
-async fn post(server: &Server, path: &str, body: reqwest::Body, json_body: bool) -> Vec<Value> {
+async fn post(server: &Roost, path: &str, body: reqwest::Body, json_body: bool) -> Vec<Value> {
     let mut req = reqwest::Client::new()
         .post(format!("http://{}/api/v1{path}", server.api))
         .bearer_auth(&server.token)
@@ -34,7 +35,7 @@ async fn post(server: &Server, path: &str, body: reqwest::Body, json_body: bool)
         .collect()
 }
 
-async fn wait_idle(server: &Server, n: usize) {
+async fn wait_idle(server: &Roost, n: usize) {
     let until = Instant::now() + Duration::from_secs(120);
     loop {
         let list: Value = reqwest::Client::new()

@@ -19,14 +19,13 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
 mod common;
-#[path = "../../processors/tests/common/examples.rs"]
-mod examples;
 
-use common::{start, Server};
+use common::start;
+use roost_testkit::{examples, Roost};
 
 const CLIENTS: usize = 8;
 
-async fn status(server: &Server, http: &reqwest::Client) -> Value {
+async fn status(server: &Roost, http: &reqwest::Client) -> Value {
     let url = format!("http://{}/api/v1/status", server.api);
     http.get(url).bearer_auth(&server.token).send().await.unwrap().json().await.unwrap()
 }
@@ -81,7 +80,7 @@ async fn publish(addr: SocketAddr, per_client: u64) -> Duration {
 
 /// Polls the status until the number at `pointer` (a JSON pointer) reaches `want`; gives up,
 /// showing the status, after two minutes without progress.
-async fn wait_for(server: &Server, http: &reqwest::Client, pointer: &str, want: u64) {
+async fn wait_for(server: &Roost, http: &reqwest::Client, pointer: &str, want: u64) {
     let (mut last, mut since) = (None, Instant::now());
     loop {
         let doc = status(server, http).await;
@@ -102,7 +101,7 @@ async fn wait_for(server: &Server, http: &reqwest::Client, pointer: &str, want: 
 
 /// Publishes the load and waits until the server's first sink has written all of it; prints the
 /// end-to-end rate.
-async fn end_to_end(label: &str, server: &Server, http: &reqwest::Client, per_client: u64) {
+async fn end_to_end(label: &str, server: &Roost, http: &reqwest::Client, per_client: u64) {
     let total = per_client * CLIENTS as u64;
     let started = Instant::now();
     let acked = publish(server.mqtt, per_client).await;

@@ -485,7 +485,7 @@ async fn unsupported_offline_and_unapproved_boards_fail_fast_with_clear_errors()
     // A board that stopped: fails at once, naming the board.
     let mut a = agents(&roost, boards.path(), &["b-1"], &[]);
     wait_boards(&roost, &["b-1"], "idle").await;
-    common::signal(a[0].child.id(), nix::sys::signal::Signal::SIGTERM);
+    roost_testkit::signal(a[0].child.id(), nix::sys::signal::Signal::SIGTERM);
     let _ = a[0].child.wait();
     wait_boards(&roost, &["b-1"], "offline").await;
     let out = cli(&roost, &["exec", "b-1", "-c", "true"], "").await;

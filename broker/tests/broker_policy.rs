@@ -111,9 +111,7 @@ async fn records_a_stop_cannot_flush_are_kept_and_land_after_a_restart_and_repla
         (0..25).map(|i| ("devices/d/env".to_string(), json!({"i": i}).to_string().into_bytes())).collect();
     publish_all(roost.mqtt, "stuck", messages).await;
     roost.wait_status("writes failing", |s| s["sinks"][0]["write_errors"].as_u64() > Some(0)).await;
-    let log_path = roost.log.clone();
-    let status = roost.stop();
-    let log = std::fs::read_to_string(log_path).unwrap();
+    let (status, log) = roost.stop_with_log();
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("stopped with 25 records not written"), "{log}");
     assert!(log.contains("kept in the dead-letter store"), "{log}");

@@ -3,18 +3,11 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{publish_all, Roost, ROOST};
+use common::{publish_all, Roost};
 use serde_json::Value;
 
-fn cli(roost: &Roost, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(ROOST).args(args).arg("--data-dir").arg(&roost.dir).output().unwrap();
-    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
-}
-
 fn list(roost: &Roost) -> Value {
-    let (ok, out, err) = cli(roost, &["deadletter", "list", "--json", "--limit", "1000"]);
+    let (ok, out, err) = roost.cli(&["deadletter", "list", "--json", "--limit", "1000"]);
     assert!(ok, "{err}");
     serde_json::from_str(&out).unwrap()
 }
@@ -42,14 +35,14 @@ async fn unmappable_messages_are_kept_with_their_payload_and_reason() {
     assert_eq!(entries[1]["payload_base64"], "/wAB");
 
     // The text listing names them too.
-    let (ok, text, _) = cli(&roost, &["deadletter", "list"]);
+    let (ok, text, _) = roost.cli(&["deadletter", "list"]);
     assert!(
         ok && text.contains("2 dead letters stored") && text.contains("message on devices/d1/env"),
         "{text}"
     );
 
     // Replaying re-runs the mapping, which refuses them again: they come back as new entries.
-    let (ok, out, err) = cli(&roost, &["deadletter", "replay", "--source", "pipeline:default"]);
+    let (ok, out, err) = roost.cli(&["deadletter", "replay", "--source", "pipeline:default"]);
     assert!(ok, "{err}");
     assert!(out.contains("replayed 2"), "{out}");
     roost.wait_status("refused again", |s| s["dead_letters"]["stored"] == 4).await;
@@ -60,11 +53,11 @@ async fn unmappable_messages_are_kept_with_their_payload_and_reason() {
     assert!(ids.iter().all(|id| *id > entries[1]["id"].as_i64().unwrap()), "{again:#}");
 
     // Deleting everything needs --all.
-    let (ok, _, err) = cli(&roost, &["deadletter", "delete"]);
+    let (ok, _, err) = roost.cli(&["deadletter", "delete"]);
     assert!(!ok && err.contains("all=true"), "{err}");
-    let (ok, out, _) = cli(&roost, &["deadletter", "delete", "--id", &ids[0].to_string()]);
+    let (ok, out, _) = roost.cli(&["deadletter", "delete", "--id", &ids[0].to_string()]);
     assert!(ok && out.contains("deleted 1"), "{out}");
-    let (ok, out, _) = cli(&roost, &["deadletter", "delete", "--all"]);
+    let (ok, out, _) = roost.cli(&["deadletter", "delete", "--all"]);
     assert!(ok && out.contains("deleted 1"), "{out}");
     assert_eq!(list(&roost)["total"], 0);
     assert!(roost.stop().success());

@@ -7,17 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{publish_all, Roost};
-use serde_json::{json, Value};
-
-fn env_url(var: &str) -> String {
-    std::env::var(var)
-        .unwrap_or_else(|_| panic!("{var} is not set: run `make test` (or `bash scripts/services.sh`)"))
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
-}
+use roost_testkit::{env_url, influxdb, unique};
+use serde_json::json;
 
 /// 2026-01-01T00:00:00Z in ms: every message carries `time` = this + its seq, so each device's
 /// records have distinct times at VictoriaMetrics' and MongoDB's millisecond precision.
@@ -82,9 +73,7 @@ database = "{db}"
     eprintln!("published 100000 in {published:?}, stopped (all sinks drained) after {:?}", started.elapsed());
 
     // InfluxDB 1.x: one count per device.
-    let http = reqwest::Client::new();
-    let q = |q: &str| http.post(format!("{influx}/query")).form(&[("db", db.as_str()), ("q", q)]).send();
-    let v: Value = q("SELECT count(seq) FROM env GROUP BY device").await.unwrap().json().await.unwrap();
+    let v = influxdb::query(&influx, &db, "SELECT count(seq) FROM env GROUP BY device", None).await;
     let series = v["results"][0]["series"].as_array().unwrap_or_else(|| panic!("{v}"));
     let counts: Vec<(String, i64)> = series
         .iter()
@@ -94,20 +83,12 @@ database = "{db}"
 
     // VictoriaMetrics: samples of <prefix>env_seq, polled until they are all searchable.
     let until = Instant::now() + Duration::from_secs(120);
+    let selector = format!("{{__name__=\"{prefix}env_seq\"}}");
     loop {
-        let text = http
-            .post(format!("{victoria}/api/v1/export"))
-            .form(&[("match[]", format!("{{__name__=\"{prefix}env_seq\"}}"))])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let mut per: Vec<(String, usize)> = text
-            .lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l).unwrap();
+        let series = roost_testkit::victoria::export(&victoria, &selector).await;
+        let mut per: Vec<(String, usize)> = series
+            .iter()
+            .map(|v| {
                 (v["metric"]["device"].as_str().unwrap().to_owned(), v["values"].as_array().unwrap().len())
             })
             .collect();

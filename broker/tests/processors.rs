@@ -4,12 +4,8 @@
 
 mod common;
 
-#[path = "../../processors/tests/common/examples.rs"]
-mod examples;
-
-use std::process::Command;
-
-use common::{publish_all, Roost, ROOST};
+use common::{publish_all, Roost};
+use roost_testkit::examples;
 use serde_json::{json, Value};
 
 /// A pipeline `proc` on devices/# with `pipeline_processor`, and `[processors]` settings from
@@ -58,11 +54,6 @@ async fn api(roost: &Roost, method: reqwest::Method, path: &str, body: Option<Va
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-fn cli(roost: &Roost, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(ROOST).args(args).arg("--data-dir").arg(&roost.dir).output().unwrap();
-    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
-}
-
 fn rust_example(name: &str) -> Vec<u8> {
     examples::read(&examples::rust(name))
 }
@@ -107,15 +98,15 @@ async fn celsius_example_uploaded_over_http_converts_what_devices_publish() {
     assert_eq!(devices, 4);
 
     // The status names each pipeline's processor.
-    let (ok, out, err) = cli(&roost, &["status"]);
+    let (ok, out, err) = roost.cli(&["status"]);
     assert!(ok, "{err}");
     let line = |name: &str| out.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
     assert!(line("proc ").contains(" c2f ") && line("spare ").contains("json mapping"), "{out}");
 
     // The CLI sees it, with its call statistics.
-    let (ok, out, err) = cli(&roost, &["processor", "list"]);
+    let (ok, out, err) = roost.cli(&["processor", "list"]);
     assert!(ok && out.contains("c2f") && out.contains("proc"), "{out}{err}");
-    let (ok, out, err) = cli(&roost, &["processor", "show", "c2f", "--json"]);
+    let (ok, out, err) = roost.cli(&["processor", "show", "c2f", "--json"]);
     assert!(ok, "{err}");
     let show: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(show["versions"][0]["calls"], 2000, "{show:#}");
@@ -174,7 +165,7 @@ async fn hot_swap_processes_every_message_exactly_once_and_rollback_restores_v1(
     assert_eq!(late_v1, 0);
 
     // Rollback (CLI) makes v1 active again.
-    let (ok, out, err) = cli(&roost, &["processor", "rollback", "conv"]);
+    let (ok, out, err) = roost.cli(&["processor", "rollback", "conv"]);
     assert!(ok && out.contains("version 1 is active"), "{out}{err}");
     publish_all(roost.mqtt, "swap-c", readings(N, N + 100)).await;
     written(&roost, N as u64 + 100).await;
@@ -219,30 +210,24 @@ async fn python_example_processes_older_platform_messages_end_to_end() {
     let samples_file = dir.path().join("samples.json");
     std::fs::write(&samples_file, samples.to_string()).unwrap();
     let wasm_file = examples::python("myt_compat");
-    let (ok, out, err) = cli(
-        &roost,
-        &[
-            "processor",
-            "test",
-            "myt",
-            "--samples",
-            samples_file.to_str().unwrap(),
-            "--file",
-            wasm_file.to_str().unwrap(),
-        ],
-    );
+    let (ok, out, err) = roost.cli(&[
+        "processor",
+        "test",
+        "myt",
+        "--samples",
+        samples_file.to_str().unwrap(),
+        "--file",
+        wasm_file.to_str().unwrap(),
+    ]);
     assert!(ok && out.contains("devices/gw/up: 1 record(s)") && out.contains("\"temp\":21.5"), "{out}{err}");
-    let (ok, out, err) = cli(
-        &roost,
-        &[
-            "processor",
-            "upload",
-            "myt",
-            wasm_file.to_str().unwrap(),
-            "--samples",
-            samples_file.to_str().unwrap(),
-        ],
-    );
+    let (ok, out, err) = roost.cli(&[
+        "processor",
+        "upload",
+        "myt",
+        wasm_file.to_str().unwrap(),
+        "--samples",
+        samples_file.to_str().unwrap(),
+    ]);
     assert!(ok && out.contains("uploaded myt version 1"), "{out}{err}");
     assert_eq!(module.len() as u64, {
         let (_, show) = api(&roost, reqwest::Method::GET, "/api/v1/processors/myt", None).await;
@@ -274,7 +259,7 @@ async fn python_example_processes_older_platform_messages_end_to_end() {
 }
 
 fn dead_letters(roost: &Roost) -> Vec<Value> {
-    let (ok, out, err) = cli(roost, &["deadletter", "list", "--json", "--limit", "1000"]);
+    let (ok, out, err) = roost.cli(&["deadletter", "list", "--json", "--limit", "1000"]);
     assert!(ok, "{err}");
     let doc: Value = serde_json::from_str(&out).unwrap();
     doc["entries"].as_array().unwrap().clone()
@@ -422,7 +407,7 @@ async fn run_time_failures_become_dead_letters_and_roost_goes_on() {
     assert_eq!((status, doc["error"]["code"].clone()), (409, json!("in_use")), "{doc:#}");
     let (status, _) = put(&roost, "spare-one", rust_example("passthrough")).await;
     assert_eq!(status, 201);
-    let (ok, out, err) = cli(&roost, &["processor", "delete", "spare-one"]);
+    let (ok, out, err) = roost.cli(&["processor", "delete", "spare-one"]);
     assert!(ok && out.contains("deleted spare-one"), "{out}{err}");
     let (status, _) = api(&roost, reqwest::Method::GET, "/api/v1/processors/spare-one", None).await;
     assert_eq!(status, 404);

@@ -5,19 +5,11 @@ mod common;
 
 use common::{publish_all, Roost};
 use mysql_async::prelude::Queryable;
+use roost_testkit::{env_url, unique};
 use serde_json::json;
 
 const CLIENTS: usize = 4;
 const PER_CLIENT: usize = 25_000;
-
-fn env_url(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run `make test`"))
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
-}
 
 /// Publishes CLIENTS x PER_CLIENT messages `{"seq": n, "v": ...}` to devices/e2e-{c}/env and
 /// stops roost cleanly.
@@ -37,9 +29,8 @@ async fn publish_and_stop(roost: Roost) {
     for t in tasks {
         t.await.unwrap();
     }
-    let log = roost.log.clone();
-    let status = roost.stop();
-    assert!(status.success(), "roost exit {status}:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+    let (status, log) = roost.stop_with_log();
+    assert!(status.success(), "roost exit {status}:\n{log}");
 }
 
 async fn pg_counts(url: &str, schema: &str) -> (i64, i64) {

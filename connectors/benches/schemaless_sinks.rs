@@ -13,6 +13,7 @@ use std::time::Instant;
 use roost_connectors::influxdb::{schema::encode_line, StringFields};
 use roost_connectors::SinkContext;
 use roost_core::{FieldValue, Record};
+use roost_testkit::unique;
 use serde_json::{json, Value};
 
 fn records(n: usize, offset: usize, strings: bool) -> Vec<Record> {
@@ -34,11 +35,6 @@ fn records(n: usize, offset: usize, strings: bool) -> Vec<Record> {
             r
         })
         .collect()
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
 async fn run(label: &str, kind: &str, options: impl Fn() -> Value, total: usize, strings: bool) {

@@ -10,6 +10,7 @@ use std::time::Instant;
 use mysql_async::prelude::Queryable;
 use roost_connectors::{Sink, SinkContext};
 use roost_core::{FieldValue, Record};
+use roost_testkit::unique;
 use serde_json::{json, Value};
 
 fn records(n: usize, offset: usize) -> Vec<Record> {
@@ -25,11 +26,6 @@ fn records(n: usize, offset: usize) -> Vec<Record> {
             r
         })
         .collect()
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
 /// A fresh namespace for one run: sink options.

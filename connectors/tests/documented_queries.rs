@@ -8,21 +8,12 @@ use std::time::{Duration, Instant};
 
 use roost_connectors::SinkContext;
 use roost_core::{FieldValue, Record};
+use roost_testkit::{env_url, influxdb, unique, victoria};
 use serde_json::{json, Value};
 
 /// 2026-01-01T00:00:00Z in ns.
 const T0: i64 = 1_767_225_600_000_000_000;
 const SEC: i64 = 1_000_000_000;
-
-fn env_url(var: &str) -> String {
-    std::env::var(var)
-        .unwrap_or_else(|_| panic!("{var} is not set: run `make test` (or `bash scripts/services.sh`)"))
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
-}
 
 /// The last fenced block of `lang` in the doc.
 fn doc_block(doc: &str, lang: &str) -> String {
@@ -60,15 +51,7 @@ async fn the_documented_influxql_query_gives_a_mean_per_device_per_interval() {
     let q = doc_block("influxdb.md", "influxql")
         .replace("$timeFilter", "time >= '2026-01-01T00:00:00Z' AND time < '2026-01-01T00:05:00Z'")
         .replace("$__interval", "1m");
-    let v: Value = reqwest::Client::new()
-        .post(format!("{url}/query"))
-        .form(&[("db", db.as_str()), ("q", q.as_str()), ("epoch", "s")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = influxdb::query(&url, &db, &q, Some("s")).await;
     let series = v["results"][0]["series"].as_array().unwrap_or_else(|| panic!("{q}: {v}"));
     let got: Vec<(String, Value)> = series
         .iter()
@@ -95,15 +78,7 @@ async fn the_documented_promql_query_gives_the_temperature_per_device() {
     let at = (T0 + 80 * SEC) / SEC;
     let until = Instant::now() + Duration::from_secs(120);
     loop {
-        let v: Value = reqwest::Client::new()
-            .post(format!("{url}/api/v1/query"))
-            .form(&[("query", q.as_str()), ("time", &at.to_string()), ("nocache", "1")])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = victoria::query(&url, &q, at).await;
         let result = v["data"]["result"].as_array().unwrap_or_else(|| panic!("{q}: {v}")).clone();
         let mine: Vec<&Value> = result.iter().filter(|s| s["metric"]["device"] == json!(kitchen)).collect();
         if let [series] = mine.as_slice() {

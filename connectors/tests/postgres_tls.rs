@@ -2,13 +2,13 @@
 //! only (pg_hba `hostssl`), with a certificate from a throwaway CA made by `openssl`. Needs
 //! ROOST_TEST_POSTGRES_BIN (the PostgreSQL server binaries; `make test` sets it) and `openssl`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
 use roost_connectors::{Sink, SinkContext, SinkError};
 use roost_core::{FieldValue, Record};
+use roost_testkit::free_port;
 use serde_json::json;
 
 fn run(cmd: &mut Command) {
@@ -57,7 +57,7 @@ impl TlsServer {
         run(as_postgres(&bin.join("initdb")).args(["--auth=trust", "-U", "postgres", "-D"]).arg(&data));
         std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
             .unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let options = format!(
             "-p {port} -k {root} -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={root}/server.pem \
              -c ssl_key_file={root}/server.key -c fsync=off",

@@ -8,20 +8,12 @@ use std::sync::Arc;
 use mysql_async::prelude::Queryable;
 use roost_connectors::{Sink, SinkContext};
 use roost_core::{FieldValue, Record};
+use roost_testkit::{env_url, unique};
 use serde_json::{json, Value};
 use tokio_postgres::types::{FromSql, Type};
 
 /// 2026-01-01T00:00:00Z in seconds.
 const START: i64 = 1_767_225_600;
-
-fn env_url(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run `make test`"))
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
-}
 
 /// The first ```sql block under the doc's "## Grafana" heading.
 fn grafana_query(doc: &str) -> String {

@@ -5,14 +5,12 @@
 //! mapping for the passthrough and celsius-to-fahrenheit examples (release builds of both the
 //! host and the modules). `ROOST_BENCH_MESSAGES` sets the count (default 200000).
 
-#[path = "../tests/common/examples.rs"]
-mod examples;
-
 use std::time::Instant;
 
 use roost_core::{Message, Record};
 use roost_processors::wasm::{Limits, Runtime, WasmProcessor};
 use roost_processors::{JsonMapping, Processor};
+use roost_testkit::examples;
 
 fn message(seq: u64) -> Message {
     let mut p =

@@ -2,9 +2,6 @@
 //! misbehaves on request (plugins-wasm/tests/hostile), and hand-written WAT for files that are
 //! not processors at all.
 
-#[path = "common/examples.rs"]
-mod examples;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +10,7 @@ use roost_processors::wasm::{
     Limits, LoadError, ModuleError, Registry, RegistryError, Runtime, WasmProcessor,
 };
 use roost_processors::{ProcessError, Processor};
+use roost_testkit::examples;
 
 fn msg(topic: &str, payload: &str) -> Message {
     Message {

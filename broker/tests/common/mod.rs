@@ -1,160 +1,63 @@
-//! Shared harness for the integration tests: starts the real `roost` binary on free ports with a
-//! temporary data directory, and talks to it with real clients.
+//! Shared harness for the integration tests: the real `roost` binary on free ports with a
+//! temporary data directory (the test kit's, bound to this package's binary), and real MQTT
+//! clients to talk to it.
 #![allow(dead_code)]
 
 pub mod boards;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use roost_testkit::Launch;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
-use serde_json::Value;
 
 pub const ROOST: &str = env!("CARGO_BIN_EXE_roost");
 
-/// A running `roost serve`.
-pub struct Roost {
-    pub child: Child,
-    pub dir: PathBuf,
-    pub mqtt: SocketAddr,
-    pub api: SocketAddr,
-    pub token: String,
-    pub log: PathBuf,
-}
+/// A running `roost serve` of this package's binary: the kit's [`roost_testkit::Roost`] (its
+/// fields and methods through `Deref`), started without naming the binary each time.
+pub struct Roost(roost_testkit::Roost);
 
 impl Roost {
     /// Starts `roost serve` on free ports with `dir` as its data directory and optional config.
     pub fn start(dir: &Path, config: Option<&str>) -> Roost {
-        Self::start_with(dir, config, "127.0.0.1:0")
+        Roost(Launch::new(ROOST).config(config).start(dir))
     }
 
     /// Like [`Roost::start`], with the MQTT listener on `mqtt_listen`.
     pub fn start_with(dir: &Path, config: Option<&str>, mqtt_listen: &str) -> Roost {
-        Self::try_start(dir, config, mqtt_listen).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    pub fn try_start(dir: &Path, config: Option<&str>, mqtt_listen: &str) -> Result<Roost, String> {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut cmd = Command::new(ROOST);
-        if let Some(text) = config {
-            let file = dir.join("test-config.toml");
-            std::fs::write(&file, text).unwrap();
-            cmd.arg("--config").arg(file);
-        }
-        let log = dir.join(format!("roost-{}.log", unique()));
-        let _ = std::fs::remove_file(dir.join("runtime.json"));
-        let child = cmd
-            .args(["serve", "--mqtt-listen", mqtt_listen, "--api-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .env("ROOST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut roost = Roost {
-            child,
-            dir: dir.to_owned(),
-            mqtt: "0.0.0.0:0".parse().unwrap(),
-            api: "0.0.0.0:0".parse().unwrap(),
-            token: String::new(),
-            log,
-        };
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = roost.child.try_wait().unwrap() {
-                return Err(format!("roost exited with {status} while starting:\n{}", roost.log_text()));
-            }
-            if let Ok(bytes) = std::fs::read(dir.join("runtime.json")) {
-                let rt: Value = serde_json::from_slice(&bytes).unwrap();
-                if rt["pid"].as_u64() == Some(roost.child.id() as u64) {
-                    roost.mqtt = rt["mqtt"].as_str().unwrap().parse().unwrap();
-                    roost.api = rt["api"].as_str().unwrap().parse().unwrap();
-                    roost.token = std::fs::read_to_string(dir.join("admin.token")).unwrap().trim().to_owned();
-                    return Ok(roost);
-                }
-            }
-            if Instant::now() > until {
-                return Err(format!("roost did not start in time:\n{}", roost.log_text()));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        Roost(Launch::new(ROOST).config(config).mqtt_listen(mqtt_listen).start(dir))
     }
 
     /// Sends SIGTERM and waits for the exit.
-    pub fn stop(mut self) -> ExitStatus {
-        signal(self.child.id(), nix::sys::signal::Signal::SIGTERM);
-        self.wait(Duration::from_secs(60))
+    pub fn stop(self) -> ExitStatus {
+        self.0.stop()
     }
 
-    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > until {
-                let _ = self.child.kill();
-                panic!("roost did not exit within {timeout:?}:\n{}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// [`Roost::stop`], and the whole log.
+    pub fn stop_with_log(self) -> (ExitStatus, String) {
+        self.0.stop_with_log()
     }
 
+    /// The default SQLite sink's database.
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.dir.join("roost.db")).unwrap()
     }
+}
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.api)
-    }
-
-    /// `GET /api/v1/status` with the token.
-    pub async fn status(&self) -> Value {
-        let resp = reqwest::Client::new()
-            .get(self.url("/api/v1/status"))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.json().await.unwrap()
-    }
-
-    /// Waits until `cond` holds on the status document.
-    pub async fn wait_status(&self, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = self.status().await;
-            if cond(&s) {
-                return s;
-            }
-            assert!(Instant::now() < until, "timed out waiting for {what}; status: {s:#}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+impl Deref for Roost {
+    type Target = roost_testkit::Roost;
+    fn deref(&self) -> &roost_testkit::Roost {
+        &self.0
     }
 }
 
-impl Drop for Roost {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl DerefMut for Roost {
+    fn deref_mut(&mut self) -> &mut roost_testkit::Roost {
+        &mut self.0
     }
-}
-
-pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 pub fn count(conn: &rusqlite::Connection, table: &str) -> i64 {

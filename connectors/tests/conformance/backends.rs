@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use roost_connectors::{Sink, SinkContext};
 use roost_core::{FieldValue, Record};
+use roost_testkit::{env_url, influxdb, unique, victoria};
 use serde_json::{json, Value};
 use tokio_postgres::types::Type;
 
@@ -106,19 +107,6 @@ pub trait Backend {
         values.extend(r.fields.iter().map(|(k, v)| (k.to_ascii_lowercase(), self.expect(v))));
         Row { time: r.time - r.time.rem_euclid(p), device: r.device.clone(), values }
     }
-}
-
-fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}_{}_{}_{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-fn env_url(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run `make test` (or `bash scripts/services.sh` and source its env file)")
-    })
 }
 
 /// `scheme://user@host:port/rest` -> the host:port, and the URL with `addr` in its place.
@@ -447,13 +435,7 @@ impl Influx {
 
     /// Runs an InfluxQL statement in the test's database; the first result.
     pub async fn query(&self, q: &str) -> Value {
-        let resp = reqwest::Client::new()
-            .post(format!("{}/query", self.url))
-            .form(&[("db", self.db.as_str()), ("q", q), ("epoch", "ns")])
-            .send()
-            .await
-            .unwrap();
-        let v: Value = resp.json().await.unwrap();
+        let v = influxdb::query(&self.url, &self.db, q, Some("ns")).await;
         assert!(v["results"][0].get("error").is_none() && v.get("error").is_none(), "{q}: {v}");
         v["results"][0].clone()
     }
@@ -557,19 +539,10 @@ impl Victoria {
 
     /// Every exported series whose name matches `regex`: (labels, values, timestamps in ms).
     async fn export_once(&self, regex: &str) -> Vec<(BTreeMap<String, String>, Vec<f64>, Vec<i64>)> {
-        let text = reqwest::Client::new()
-            .post(format!("{}/api/v1/export", self.url))
-            .form(&[("match[]", format!("{{__name__=~\"{regex}\"}}"))])
-            .send()
+        victoria::export(&self.url, &format!("{{__name__=~\"{regex}\"}}"))
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let v: Value = serde_json::from_str(l).unwrap();
+            .into_iter()
+            .map(|v| {
                 let labels = v["metric"]
                     .as_object()
                     .unwrap()

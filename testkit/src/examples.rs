@@ -1,15 +1,17 @@
-//! The example processors, built on first use (once per test process) from `plugins-wasm/`.
-#![allow(dead_code)] // each user takes what it needs
-//! Shared by the processors' and the broker's tests.
+//! The example processors and test modules of `plugins-wasm/`, built on first use (once per test
+//! process) into the target directory, for the processors' and the broker's tests and benchmarks.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
+/// The repository root (this crate lives in `testkit/`).
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
 }
 
+/// Where plugins-wasm builds to, as `make processors` does: `$CARGO_TARGET_DIR` if set, else
+/// `plugins-wasm/target`.
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -37,7 +39,7 @@ pub fn rust(name: &str) -> PathBuf {
 
 /// The path of a Python example (`myt_compat`), built with componentize-py.
 pub fn python(name: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let out = target_dir().join("wasm32-wasip2/python").join(format!("{name}.wasm"));
     let source = root().join("plugins-wasm/python/examples").join(format!("{name}.py"));
     let mut built = BUILT.lock().unwrap();
@@ -63,6 +65,7 @@ pub fn python(name: &str) -> PathBuf {
     out
 }
 
+/// The bytes of the module at `path` (from [`rust`] or [`python`]); panics naming the file.
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
