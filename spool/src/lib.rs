@@ -226,6 +226,8 @@ impl Spool {
         let scan = segments::scan(dir)?;
         let (cursor, acked) = Cursor::open(dir)?;
         let mut segs: VecDeque<Segment> = scan.segments.into();
+        // Entries before the first segment are gone (consumed, or dropped when full).
+        let acked = acked.max(segs.front().map_or(0, |s| s.first_seq));
         // Segments wholly consumed before the crash are deleted now.
         while segs.len() > 1 && segs.front().is_some_and(|s| s.next_seq <= acked) {
             let s = segs.pop_front().unwrap();

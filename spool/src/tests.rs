@@ -153,13 +153,7 @@ async fn a_full_spool_makes_appends_wait_for_the_reader() {
 #[tokio::test]
 async fn drop_oldest_deletes_and_counts_unread_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = SpoolConfig {
-        max_bytes: 8192,
-        segment_bytes: 2048,
-        full: FullPolicy::DropOldest,
-        ..SpoolConfig::default()
-    };
-    let (spool, mut reader, _) = Spool::open(dir.path(), cfg).unwrap();
+    let (spool, mut reader, _) = Spool::open(dir.path(), cfg_drop()).unwrap();
     for i in 0..10 {
         spool.append(entries(i * 100..(i + 1) * 100)).await.unwrap();
     }
@@ -171,6 +165,23 @@ async fn drop_oldest_deletes_and_counts_unread_entries() {
     assert_eq!(got.last().unwrap().seq, 999);
     let seqs: Vec<u64> = got.iter().map(|e| e.seq).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "what is kept is the newest, without gaps");
+    assert_eq!(spool.stats().damaged_total, 0, "dropped is not damaged");
+    drop((spool, reader));
+    // After a restart (nothing was acknowledged) the kept entries come back; the dropped ones
+    // stay dropped, and nothing reads as damaged.
+    let (spool, mut reader, recovery) = Spool::open(dir.path(), cfg_drop()).unwrap();
+    assert_eq!(recovery.entries, got.len() as u64);
+    assert_eq!(read_all(&mut reader), got);
+    assert_eq!(spool.stats().damaged_total, 0);
+}
+
+fn cfg_drop() -> SpoolConfig {
+    SpoolConfig {
+        max_bytes: 8192,
+        segment_bytes: 2048,
+        full: FullPolicy::DropOldest,
+        ..SpoolConfig::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

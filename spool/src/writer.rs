@@ -152,6 +152,10 @@ impl Writer {
                     let dropped = oldest.next_seq.saturating_sub(st.acked.max(oldest.first_seq));
                     st.bytes -= oldest.len;
                     st.acked = st.acked.max(oldest.next_seq);
+                    let acked = st.acked;
+                    if let Err(e) = st.cursor.store(acked, self.shared.sync_enabled()) {
+                        warn!(dir = %self.shared.dir.display(), error = %e, "cannot store the spool cursor");
+                    }
                     st.delete_consumed();
                     self.shared.dropped.fetch_add(dropped, Relaxed);
                     if let Err(e) = std::fs::remove_file(&oldest.path) {
