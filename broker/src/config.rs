@@ -3,15 +3,16 @@
 //! Layers, later ones winning: the defaults embedded in the binary (`default.toml`), the file
 //! given with `--config`, the environment (`ROOST__SECTION__KEY`, double underscores between
 //! levels), then command-line flags. Unknown keys and bad values are errors that name the key
-//! and where it came from. [`Settings::validate`] checks everything that can be checked without
-//! I/O; [`Settings::redacted`] is what `roost config check` prints.
+//! and where it came from. Each sink's options are parsed once, as the settings load, into its
+//! kind's typed config ([`SinkSpec`]); [`Settings::validate`] checks everything that can be
+//! checked without I/O; [`Settings::redacted`] is what `roost config check` prints.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
-use roost_connectors::SinkContext;
+use roost_connectors::SinkOptions;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use thiserror::Error;
@@ -40,10 +41,14 @@ pub struct Settings {
     pub shutdown_timeout_secs: u64,
     pub mqtt: MqttSettings,
     pub api: ApiSettings,
-    /// The databases records go to. Each entry: `name`, `kind`, optional `batch_size` and
-    /// `linger_ms`, then the kind's own options.
+    /// The databases records go to, as the layers give them. Each entry: `name`, `kind`,
+    /// optional `batch_size` and `linger_ms`, then the kind's own options. Parsed once, when the
+    /// settings load, into [`Settings::sink_specs`].
     #[serde(default)]
-    pub sinks: Vec<Map<String, Value>>,
+    sinks: Vec<Map<String, Value>>,
+    /// The sinks, parsed from `sinks` (the default SQLite sink when there is none).
+    #[serde(skip)]
+    sink_specs: Vec<SinkSpec>,
     #[serde(default)]
     pub pipelines: Vec<PipelineSettings>,
     /// `[deadletter]`: the store of what could not be written or mapped.
@@ -193,17 +198,17 @@ pub struct PipelineSettings {
     pub processor: Option<ProcessorRef>,
 }
 
-/// One sink, its common options taken out of its `[[sinks]]` table.
-#[derive(Debug, Clone, PartialEq)]
+/// One sink: its common options taken out of its `[[sinks]]` table, and the rest parsed into
+/// its kind's typed config.
+#[derive(Debug, Clone)]
 pub struct SinkSpec {
     pub name: String,
-    pub kind: String,
     /// A batch is written when it holds this many records...
     pub batch_size: usize,
     /// ...or when its first record has waited this long.
     pub linger_ms: u64,
-    /// Everything else in the table: the kind's own options.
-    pub options: Value,
+    /// The kind and everything else in the table: the kind's own options, typed.
+    pub options: SinkOptions,
 }
 
 pub const DEFAULT_BATCH_SIZE: usize = 5000;
@@ -241,37 +246,50 @@ impl Settings {
         builder = set(builder, "api.listen", overrides.api_listen.clone()).map_err(to_load)?;
 
         let raw = builder.build().map_err(|e| locate(e, file))?;
-        let settings: Settings = raw.try_deserialize().map_err(|e| locate(e, file))?;
+        Settings::from_layers(raw, file)
+    }
+
+    /// The settings from the merged layers: deserialized, sinks parsed, then validated.
+    fn from_layers(raw: Config, file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut settings: Settings = raw.try_deserialize().map_err(|e| locate(e, file))?;
+        settings.sink_specs = if settings.sinks.is_empty() {
+            let options = SinkOptions::parse("sqlite", &Value::Object(Map::new()))
+                .map_err(|e| ConfigError::Invalid { key: "sinks".into(), message: e.to_string() })?;
+            vec![SinkSpec {
+                name: "sqlite".into(),
+                batch_size: DEFAULT_BATCH_SIZE,
+                linger_ms: DEFAULT_LINGER_MS,
+                options,
+            }]
+        } else {
+            settings
+                .sinks
+                .iter()
+                .enumerate()
+                .map(|(i, table)| SinkSpec::from_table(i, table))
+                .collect::<Result<_, _>>()?
+        };
         settings.validate()?;
         Ok(settings)
     }
 
     /// The sinks, with the default SQLite sink when none is configured.
-    pub fn sink_specs(&self) -> Result<Vec<SinkSpec>, ConfigError> {
-        if self.sinks.is_empty() {
-            return Ok(vec![SinkSpec {
-                name: "sqlite".into(),
-                kind: "sqlite".into(),
-                batch_size: DEFAULT_BATCH_SIZE,
-                linger_ms: DEFAULT_LINGER_MS,
-                options: Value::Object(Map::new()),
-            }]);
-        }
-        self.sinks.iter().enumerate().map(|(i, table)| SinkSpec::from_table(i, table)).collect()
+    pub fn sink_specs(&self) -> &[SinkSpec] {
+        &self.sink_specs
     }
 
     /// The pipelines, with the default `devices/#` pipeline into every sink when none is
     /// configured.
-    pub fn pipeline_specs(&self) -> Result<Vec<PipelineSettings>, ConfigError> {
+    pub fn pipeline_specs(&self) -> Vec<PipelineSettings> {
         if !self.pipelines.is_empty() {
-            return Ok(self.pipelines.clone());
+            return self.pipelines.clone();
         }
-        Ok(vec![PipelineSettings {
+        vec![PipelineSettings {
             name: "default".into(),
             topics: vec!["devices/#".into()],
-            sinks: self.sink_specs()?.into_iter().map(|s| s.name).collect(),
+            sinks: self.sink_specs.iter().map(|s| s.name.clone()).collect(),
             processor: None,
-        }])
+        }]
     }
 
     /// Checks everything that can be checked without I/O.
@@ -288,18 +306,17 @@ impl Settings {
         }
         self.boards.validate().map_err(|m| invalid("boards".into(), m))?;
         self.processors.validate()?;
-        let ctx = SinkContext { data_dir: self.data_dir.clone() };
-        let sinks = self.sink_specs()?;
         let mut names = HashSet::new();
-        for (i, sink) in sinks.iter().enumerate() {
+        for (i, sink) in self.sink_specs.iter().enumerate() {
             if !names.insert(sink.name.as_str()) {
                 return Err(invalid(format!("sinks[{i}].name"), format!("{:?} is used twice", sink.name)));
             }
-            roost_connectors::validate(&sink.kind, &sink.options, &ctx)
+            sink.options
+                .validate()
                 .map_err(|e| invalid(format!("sinks[{i}] ({})", sink.name), e.to_string()))?;
         }
         let mut pipeline_names = HashSet::new();
-        for (i, p) in self.pipeline_specs()?.iter().enumerate() {
+        for (i, p) in self.pipeline_specs().iter().enumerate() {
             if p.name.is_empty() {
                 return Err(invalid(format!("pipelines[{i}].name"), "must not be empty".into()));
             }
@@ -336,23 +353,23 @@ impl Settings {
     /// The effective settings as TOML, with passwords, tokens and URL credentials masked.
     pub fn redacted(&self) -> String {
         let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
-        if let (Value::Object(map), Ok(sinks), Ok(pipelines)) =
-            (&mut value, self.sink_specs(), self.pipeline_specs())
-        {
-            let sinks = sinks.into_iter().map(|s| {
-                let options = roost_connectors::effective_options(&s.kind, &s.options).unwrap_or(s.options);
+        if let Value::Object(map) = &mut value {
+            let sinks = self.sink_specs.iter().map(|s| {
                 let mut table = Map::new();
-                table.insert("name".into(), s.name.into());
-                table.insert("kind".into(), s.kind.into());
+                table.insert("name".into(), s.name.clone().into());
+                table.insert("kind".into(), s.options.kind().into());
                 table.insert("batch_size".into(), s.batch_size.into());
                 table.insert("linger_ms".into(), s.linger_ms.into());
-                if let Value::Object(options) = options {
+                if let Value::Object(options) = s.options.effective() {
                     table.extend(options);
                 }
                 Value::Object(table)
             });
             map.insert("sinks".into(), Value::Array(sinks.collect()));
-            map.insert("pipelines".into(), serde_json::to_value(pipelines).unwrap_or(Value::Null));
+            map.insert(
+                "pipelines".into(),
+                serde_json::to_value(self.pipeline_specs()).unwrap_or(Value::Null),
+            );
         }
         redact(&mut value);
         drop_nulls(&mut value);
@@ -385,7 +402,10 @@ impl SinkSpec {
         };
         let batch_size = number("batch_size", DEFAULT_BATCH_SIZE as u64)? as usize;
         let linger_ms = number("linger_ms", DEFAULT_LINGER_MS)?;
-        Ok(SinkSpec { name, kind, batch_size, linger_ms, options: Value::Object(options) })
+        let options = SinkOptions::parse(&kind, &Value::Object(options)).map_err(|e| {
+            ConfigError::Invalid { key: format!("sinks[{i}] ({name})"), message: e.to_string() }
+        })?;
+        Ok(SinkSpec { name, batch_size, linger_ms, options })
     }
 }
 
@@ -457,20 +477,16 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_local() {
-        let s: Settings = Config::builder()
-            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
-            .build()
-            .unwrap()
-            .try_deserialize()
-            .unwrap();
-        s.validate().unwrap();
+        let raw =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml)).build().unwrap();
+        let s = Settings::from_layers(raw, None).unwrap();
         assert_eq!(s.mqtt.listen, "127.0.0.1:1883".parse().unwrap());
         assert!(s.mqtt.anonymous_allowed());
         assert_eq!(s.api.listen, "127.0.0.1:8080".parse().unwrap());
-        let sinks = s.sink_specs().unwrap();
+        let sinks = s.sink_specs();
         assert_eq!(sinks.len(), 1);
-        assert_eq!(sinks[0].kind, "sqlite");
-        let p = s.pipeline_specs().unwrap();
+        assert_eq!((sinks[0].name.as_str(), sinks[0].options.kind()), ("sqlite", "sqlite"));
+        let p = s.pipeline_specs();
         assert_eq!(p[0].topics, ["devices/#"]);
         assert_eq!(p[0].sinks, ["sqlite"]);
     }
@@ -482,12 +498,26 @@ mod tests {
         let spec = SinkSpec::from_table(0, &table).unwrap();
         assert_eq!(spec.batch_size, 100);
         assert_eq!(spec.linger_ms, DEFAULT_LINGER_MS);
-        assert_eq!(spec.options, serde_json::json!({"path": "x.db"}));
+        assert_eq!(spec.options.kind(), "sqlite");
+        assert_eq!(spec.options.effective()["path"], "x.db");
         let table: Map<String, Value> = serde_json::from_str(r#"{"kind":"sqlite"}"#).unwrap();
         assert_eq!(
             SinkSpec::from_table(3, &table).unwrap_err().to_string(),
             "invalid setting sinks[3].name: is required"
         );
+        let table: Map<String, Value> = serde_json::from_str(r#"{"name":"db","kind":"influx"}"#).unwrap();
+        let kinds: Vec<&str> = roost_connectors::KINDS.iter().map(|k| k.name).collect();
+        assert_eq!(
+            SinkSpec::from_table(0, &table).unwrap_err().to_string(),
+            format!(
+                "invalid setting sinks[0] (db): unknown sink kind \"influx\"; expected one of: {}",
+                kinds.join(", ")
+            )
+        );
+        let table: Map<String, Value> =
+            serde_json::from_str(r#"{"name":"db","kind":"sqlite","pth":"x.db"}"#).unwrap();
+        let err = SinkSpec::from_table(1, &table).unwrap_err().to_string();
+        assert!(err.starts_with("invalid setting sinks[1] (db): sqlite sink: unknown field `pth`"), "{err}");
     }
 
     #[test]

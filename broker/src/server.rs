@@ -54,10 +54,13 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
     let ctx = SinkContext { data_dir: data_dir.clone() };
     let mut sink_handles = Vec::new();
     let mut sink_stats = Vec::new();
-    for spec in settings.sink_specs()? {
-        let sink = roost_connectors::open(&spec.kind, &spec.options, &ctx)
+    for spec in settings.sink_specs() {
+        let kind = spec.options.kind();
+        let sink = spec
+            .options
+            .open(&ctx)
             .await
-            .with_context(|| format!("opening sink {:?} ({})", spec.name, spec.kind))?;
+            .with_context(|| format!("opening sink {:?} ({kind})", spec.name))?;
         let (actor, handle) = SinkActor::new(
             &spec.name,
             sink,
@@ -69,11 +72,11 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
         sink_stats.push(actor.stats());
         sink_handles.push(handle);
         actors.spawn(actor.run());
-        info!(sink = %spec.name, kind = %spec.kind, batch_size = spec.batch_size, linger_ms = spec.linger_ms, "sink ready");
+        info!(sink = %spec.name, kind, batch_size = spec.batch_size, linger_ms = spec.linger_ms, "sink ready");
     }
 
     // Then processors and pipelines.
-    let pipelines = settings.pipeline_specs()?;
+    let pipelines = settings.pipeline_specs();
     let processors = Arc::new(Processors::open(&data_dir, &settings.processors, &pipelines)?);
     let mut routes = Vec::new();
     let mut pipeline_info = Vec::new();

@@ -1,12 +1,23 @@
 //! `roost-connectors`: the databases Roost writes records to.
 //!
 //! - [`Sink`]: the one interface every database implements: a batch of records in, a per-batch
-//!   outcome out (how many were written, which were rejected and why).
-//! - [`registry`]: builds a sink from its `kind` and options, with an error that lists the kinds
-//!   that exist when the kind is unknown.
-//! - one folder per database (`sqlite/`, `postgres/`, `mysql/`, `influxdb/`, `mongodb/`), each `config.rs` (serde, `deny_unknown_fields`,
-//!   validation without I/O), `sink.rs` (the `Sink` impl), `schema.rs` (type and identifier
-//!   mapping), `tests.rs` (tests against the real database). Each sits behind a cargo feature.
+//!   outcome out (how many were written, which were rejected and why). [`SinkConfig`] (a kind's
+//!   typed options) and [`OpenSink`] (building the sink from them) are what a database adds.
+//! - [`registry`]: the one table of kinds ([`KINDS`]); parses a `[[sinks]]` entry's options once
+//!   into its kind's typed config ([`SinkOptions`]), with an error that lists the kinds that exist
+//!   when the kind is unknown.
+//! - one folder per database (`sqlite/`, `postgres/`, `mysql/`, `influxdb/`, `mongodb/`), each
+//!   behind a cargo feature and holding the same files: `mod.rs` (what the kind is, what it
+//!   exports), `config.rs` (serde, `deny_unknown_fields`, the [`SinkConfig`] impl: validation
+//!   without I/O), `sink.rs` (the [`Sink`] and [`OpenSink`] impls), `schema.rs` (type and
+//!   identifier mapping). Unit tests sit beside the code they test (`#[cfg(test)] mod tests`).
+//!   A folder also has `tests.rs` when it tests the sink's internals against the real database
+//!   (`sqlite/`: real files; `influxdb/`: the HTTP answers the conformance suite cannot provoke);
+//!   tests through the public interface, for every database, live in `connectors/tests/` (the
+//!   conformance suite, the SQL sinks, PostgreSQL TLS, the documented queries).
+//!
+//! Adding a database: one folder, one line in [`KINDS`], one cargo feature
+//! (`docs/sinks/adding-a-sink.md`).
 //!
 //! Batching, retries and backpressure belong to the caller (the broker's sink actor): a sink
 //! writes what it is given, once, and says whether trying again could help.
@@ -27,13 +38,17 @@ pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use roost_core::Record;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use thiserror::Error;
 
-pub use registry::{effective_options, open, validate, SinkContext, KINDS};
+pub use registry::{open, Kind, SinkOptions, KINDS};
 
 /// Why a sink could not be built or a batch could not be written.
 #[derive(Debug, Error)]
@@ -80,4 +95,30 @@ pub trait Sink: Send {
     /// Writes one batch, atomically where the database allows. On `Err`, nothing of the batch
     /// is stored and the caller may retry it whole if [`SinkError::is_retryable`].
     async fn write(&mut self, batch: Arc<Vec<Record>>) -> Result<WriteOutcome, SinkError>;
+}
+
+/// A kind's `[[sinks]]` options, typed: serde with `deny_unknown_fields` (a misspelt option is an
+/// error naming it) and every default filled in, so serializing it shows the effective options.
+pub trait SinkConfig: Serialize + DeserializeOwned + Clone + fmt::Debug + Send + Sync + 'static {
+    /// Checks the options without touching the database, the network or the file system.
+    fn validate(&self) -> Result<(), SinkError>;
+}
+
+/// A sink built from its kind's typed options: what the registry opens.
+#[async_trait]
+pub trait OpenSink: Sink + Sized + 'static {
+    /// The kind's options.
+    type Config: SinkConfig;
+
+    /// Builds the sink. `kind` is the name it was configured under (one config may serve several
+    /// kinds: `PostgresConfig` serves `postgres` and `timescaledb`). Sinks whose database is a
+    /// server connect on the first write, so Roost starts while the database is down.
+    async fn open(config: Self::Config, kind: &'static str, ctx: &SinkContext) -> Result<Self, SinkError>;
+}
+
+/// What a sink may need from the server to open.
+#[derive(Debug, Clone)]
+pub struct SinkContext {
+    /// Roost's data directory; relative paths in sink options are resolved against it.
+    pub data_dir: PathBuf,
 }

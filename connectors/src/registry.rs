@@ -1,129 +1,201 @@
-//! The sink registry: which kinds exist and how each is built from its options.
+//! The sink registry: one table of the kinds this build knows ([`KINDS`]), and a `[[sinks]]`
+//! entry's options parsed once into its kind's typed config ([`SinkOptions`]).
 //!
-//! A new database is one folder plus one arm in [`validate`] and [`open`] and one name in
-//! [`KINDS`].
+//! A new database is one folder under `src/` (its config implementing [`SinkConfig`], its sink
+//! [`OpenSink`]) and one line in [`KINDS`], behind its cargo feature.
 
-use std::path::PathBuf;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
+use async_trait::async_trait;
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{Sink, SinkError};
+use crate::{OpenSink, Sink, SinkConfig, SinkContext, SinkError};
 
-/// Every sink kind this build knows.
-pub const KINDS: &[&str] = &[
+/// Every sink kind this build knows, in the order errors list them.
+pub const KINDS: &[Kind] = &[
     #[cfg(feature = "sqlite")]
-    "sqlite",
+    kind::<crate::sqlite::SqliteSink>("sqlite"),
     #[cfg(feature = "postgres")]
-    "postgres",
+    kind::<crate::postgres::PostgresSink>("postgres"),
     #[cfg(feature = "postgres")]
-    "timescaledb",
+    kind::<crate::postgres::PostgresSink>("timescaledb"),
     #[cfg(feature = "mysql")]
-    "mysql",
+    kind::<crate::mysql::MysqlSink>("mysql"),
     #[cfg(feature = "influxdb")]
-    "influxdb",
+    kind::<crate::influxdb::InfluxSink>("influxdb"),
     #[cfg(feature = "mongodb")]
-    "mongodb",
+    kind::<crate::mongodb::MongoSink>("mongodb"),
 ];
 
-/// What a sink may need from the server to open.
-#[derive(Debug, Clone)]
-pub struct SinkContext {
-    /// Roost's data directory; relative paths in sink options are resolved against it.
-    pub data_dir: PathBuf,
+/// One sink kind: the name `kind = "..."` selects, and how its options are parsed.
+#[derive(Clone, Copy)]
+pub struct Kind {
+    pub name: &'static str,
+    parse: fn(&Value) -> Result<Arc<dyn Options>, serde_json::Error>,
 }
 
-/// Checks a sink's options without touching the database.
-pub fn validate(kind: &str, options: &Value, ctx: &SinkContext) -> Result<(), SinkError> {
-    match kind {
-        #[cfg(feature = "sqlite")]
-        "sqlite" => parse::<crate::sqlite::SqliteConfig>(kind, options)?.validate(ctx),
-        #[cfg(feature = "postgres")]
-        "postgres" | "timescaledb" => parse::<crate::postgres::PostgresConfig>(kind, options)?.validate(),
-        #[cfg(feature = "mysql")]
-        "mysql" => parse::<crate::mysql::MysqlConfig>(kind, options)?.validate(),
-        #[cfg(feature = "influxdb")]
-        "influxdb" => parse::<crate::influxdb::InfluxConfig>(kind, options)?.validate(),
-        #[cfg(feature = "mongodb")]
-        "mongodb" => parse::<crate::mongodb::MongoConfig>(kind, options)?.validate(),
-        _ => Err(unknown_kind(kind)),
+/// The kind `name`: options parsed as `S::Config`, the sink opened by `S`.
+#[allow(dead_code)] // in a build without any database feature
+const fn kind<S: OpenSink>(name: &'static str) -> Kind {
+    Kind { name, parse: parse::<S> }
+}
+
+/// A `[[sinks]]` entry's own options (everything but `name`, `kind` and the batching options),
+/// parsed into its kind's typed config. Parse once when the settings load; validate and open
+/// from this.
+#[derive(Clone)]
+pub struct SinkOptions {
+    kind: &'static str,
+    config: Arc<dyn Options>,
+}
+
+impl SinkOptions {
+    /// Parses `options` as the config of `kind`: an unknown kind is an error listing the kinds
+    /// that exist, an unknown or mistyped option one naming it.
+    pub fn parse(kind: &str, options: &Value) -> Result<SinkOptions, SinkError> {
+        let Some(found) = KINDS.iter().find(|k| k.name == kind) else {
+            let names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+            return Err(SinkError::Config(format!(
+                "unknown sink kind {kind:?}; expected one of: {}",
+                names.join(", ")
+            )));
+        };
+        let config = (found.parse)(options).map_err(|e| SinkError::Config(format!("{kind} sink: {e}")))?;
+        Ok(SinkOptions { kind: found.name, config })
+    }
+
+    /// The kind, as named in config.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// Checks the options without touching the database.
+    pub fn validate(&self) -> Result<(), SinkError> {
+        self.config.validate()
+    }
+
+    /// The options with every default filled in, as `roost config check` shows them. Secrets
+    /// are in the clear: redact before printing.
+    pub fn effective(&self) -> Value {
+        self.config.effective()
+    }
+
+    /// Builds the sink (connecting, or opening its file, as its kind does).
+    pub async fn open(&self, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
+        self.config.open(self.kind, ctx).await
     }
 }
 
-/// The sink's options with every default filled in, as `roost config check` shows them.
-pub fn effective_options(kind: &str, options: &Value) -> Result<Value, SinkError> {
-    let to_value =
-        |r: Result<Value, serde_json::Error>| r.map_err(|e| SinkError::Config(format!("{kind} sink: {e}")));
-    match kind {
-        #[cfg(feature = "sqlite")]
-        "sqlite" => to_value(serde_json::to_value(parse::<crate::sqlite::SqliteConfig>(kind, options)?)),
-        #[cfg(feature = "postgres")]
-        "postgres" | "timescaledb" => {
-            to_value(serde_json::to_value(parse::<crate::postgres::PostgresConfig>(kind, options)?))
-        }
-        #[cfg(feature = "mysql")]
-        "mysql" => to_value(serde_json::to_value(parse::<crate::mysql::MysqlConfig>(kind, options)?)),
-        #[cfg(feature = "influxdb")]
-        "influxdb" => to_value(serde_json::to_value(parse::<crate::influxdb::InfluxConfig>(kind, options)?)),
-        #[cfg(feature = "mongodb")]
-        "mongodb" => to_value(serde_json::to_value(parse::<crate::mongodb::MongoConfig>(kind, options)?)),
-        _ => Err(unknown_kind(kind)),
+impl fmt::Debug for SinkOptions {
+    /// The kind only: options may hold credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SinkOptions").field("kind", &self.kind).finish_non_exhaustive()
     }
 }
 
-/// Builds and connects a sink of `kind` from its options.
+/// Builds a sink of `kind` from its options: [`SinkOptions::parse`], then [`SinkOptions::open`].
 pub async fn open(kind: &str, options: &Value, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
-    match kind {
-        #[cfg(feature = "sqlite")]
-        "sqlite" => {
-            let config: crate::sqlite::SqliteConfig = parse(kind, options)?;
-            Ok(Box::new(crate::sqlite::SqliteSink::open(config, ctx).await?))
-        }
-        #[cfg(feature = "postgres")]
-        "postgres" => {
-            Ok(Box::new(crate::postgres::PostgresSink::open("postgres", parse(kind, options)?).await?))
-        }
-        #[cfg(feature = "postgres")]
-        "timescaledb" => {
-            Ok(Box::new(crate::postgres::PostgresSink::open("timescaledb", parse(kind, options)?).await?))
-        }
-        #[cfg(feature = "mysql")]
-        "mysql" => Ok(Box::new(crate::mysql::MysqlSink::open(parse(kind, options)?).await?)),
-        #[cfg(feature = "influxdb")]
-        "influxdb" => Ok(Box::new(crate::influxdb::InfluxSink::open(parse(kind, options)?).await?)),
-        #[cfg(feature = "mongodb")]
-        "mongodb" => Ok(Box::new(crate::mongodb::MongoSink::open(parse(kind, options)?).await?)),
-        _ => Err(unknown_kind(kind)),
+    SinkOptions::parse(kind, options)?.open(ctx).await
+}
+
+/// A kind's [`SinkConfig`] and [`OpenSink`] with the sink's type erased, so one table holds
+/// every kind.
+#[async_trait]
+trait Options: Send + Sync {
+    fn validate(&self) -> Result<(), SinkError>;
+    fn effective(&self) -> Value;
+    async fn open(&self, kind: &'static str, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError>;
+}
+
+/// The options of a sink of type `S`.
+struct Typed<S: OpenSink> {
+    config: S::Config,
+    sink: PhantomData<fn() -> S>,
+}
+
+#[async_trait]
+impl<S: OpenSink> Options for Typed<S> {
+    fn validate(&self) -> Result<(), SinkError> {
+        self.config.validate()
+    }
+
+    fn effective(&self) -> Value {
+        // A struct of plain fields always serializes; `Null` only shows nothing.
+        serde_json::to_value(&self.config).unwrap_or_default()
+    }
+
+    async fn open(&self, kind: &'static str, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(Box::new(S::open(self.config.clone(), kind, ctx).await?))
     }
 }
 
-fn parse<T: DeserializeOwned>(kind: &str, options: &Value) -> Result<T, SinkError> {
-    T::deserialize(options).map_err(|e| SinkError::Config(format!("{kind} sink: {e}")))
-}
-
-fn unknown_kind(kind: &str) -> SinkError {
-    SinkError::Config(format!("unknown sink kind {kind:?}; expected one of: {}", KINDS.join(", ")))
+fn parse<S: OpenSink>(options: &Value) -> Result<Arc<dyn Options>, serde_json::Error> {
+    let config = S::Config::deserialize(options)?;
+    Ok(Arc::new(Typed::<S> { config, sink: PhantomData }))
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn names() -> String {
+        KINDS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+    }
 
     #[test]
     fn unknown_kind_lists_the_kinds_that_exist() {
-        let ctx = SinkContext { data_dir: PathBuf::from("/tmp") };
-        let err = validate("influx", &Value::Object(Default::default()), &ctx).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("unknown sink kind \"influx\"; expected one of: {}", KINDS.join(", "))
-        );
+        let err = SinkOptions::parse("influx", &json!({})).unwrap_err();
+        assert_eq!(err.to_string(), format!("unknown sink kind \"influx\"; expected one of: {}", names()));
+    }
+
+    #[test]
+    fn every_kind_is_in_the_table_once_in_order() {
+        let expected: &[(&str, bool)] = &[
+            ("sqlite", cfg!(feature = "sqlite")),
+            ("postgres", cfg!(feature = "postgres")),
+            ("timescaledb", cfg!(feature = "postgres")),
+            ("mysql", cfg!(feature = "mysql")),
+            ("influxdb", cfg!(feature = "influxdb")),
+            ("mongodb", cfg!(feature = "mongodb")),
+        ];
+        let built: Vec<&str> = expected.iter().filter(|(_, on)| *on).map(|(name, _)| *name).collect();
+        assert_eq!(names(), built.join(", "));
     }
 
     #[cfg(feature = "sqlite")]
     #[test]
     fn unknown_option_is_named() {
-        let ctx = SinkContext { data_dir: PathBuf::from("/tmp") };
-        let err = validate("sqlite", &serde_json::json!({"pth": "x.db"}), &ctx).unwrap_err();
-        assert!(err.to_string().contains("unknown field `pth`"), "{err}");
+        let err = SinkOptions::parse("sqlite", &json!({"pth": "x.db"})).unwrap_err();
+        assert!(err.to_string().contains("sqlite sink: unknown field `pth`"), "{err}");
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn options_are_parsed_once_with_their_defaults() {
+        let options = SinkOptions::parse("sqlite", &json!({"path": "x.db"})).unwrap();
+        assert_eq!(options.kind(), "sqlite");
+        options.validate().unwrap();
+        assert_eq!(
+            options.effective(),
+            json!({"path": "x.db", "synchronous": "normal", "busy_timeout_ms": 5000})
+        );
+        let bad = SinkOptions::parse("sqlite", &json!({"path": ""})).unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("does not name a file"));
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn one_config_serves_two_kinds() {
+        let options = json!({"url": "postgres://roost@localhost/roost"});
+        for kind in ["postgres", "timescaledb"] {
+            let parsed = SinkOptions::parse(kind, &options).unwrap();
+            assert_eq!(parsed.kind(), kind);
+            parsed.validate().unwrap();
+        }
     }
 }

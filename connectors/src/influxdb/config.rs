@@ -4,7 +4,7 @@ use roost_core::ident;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
-use crate::SinkError;
+use crate::{SinkConfig, SinkError};
 
 /// `[[sinks]]` options for `kind = "influxdb"`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,8 +91,45 @@ fn default_max_retry_wait_ms() -> u64 {
 }
 
 impl InfluxConfig {
+    /// The write endpoint with its query string.
+    pub fn write_url(&self) -> Result<reqwest::Url, SinkError> {
+        let mut url = reqwest::Url::parse(&self.url)
+            .map_err(|e| SinkError::Config(format!("influxdb sink: url: {e}")))?;
+        let path = url.path().trim_end_matches('/').to_owned();
+        match self.api {
+            Api::V1 => {
+                url.set_path(&format!("{path}/write"));
+                let mut q = url.query_pairs_mut();
+                q.append_pair("db", self.db.as_deref().unwrap_or_default());
+                if let Some(rp) = self.rp.as_deref().filter(|rp| !rp.is_empty()) {
+                    q.append_pair("rp", rp);
+                }
+                q.append_pair("precision", "ns");
+            }
+            Api::V2 => {
+                url.set_path(&format!("{path}/api/v2/write"));
+                let mut q = url.query_pairs_mut();
+                q.append_pair("org", self.org.as_deref().unwrap_or_default());
+                q.append_pair("bucket", self.bucket.as_deref().unwrap_or_default());
+                q.append_pair("precision", "ns");
+            }
+        }
+        Ok(url)
+    }
+
+    /// The v1 query endpoint (used to create the database).
+    pub fn query_url(&self) -> Result<reqwest::Url, SinkError> {
+        let mut url = reqwest::Url::parse(&self.url)
+            .map_err(|e| SinkError::Config(format!("influxdb sink: url: {e}")))?;
+        let path = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{path}/query"));
+        Ok(url)
+    }
+}
+
+impl SinkConfig for InfluxConfig {
     /// Checks the options without connecting.
-    pub fn validate(&self) -> Result<(), SinkError> {
+    fn validate(&self) -> Result<(), SinkError> {
         let bad = |m: String| Err(SinkError::Config(format!("influxdb sink: {m}")));
         let url = reqwest::Url::parse(&self.url)
             .map_err(|e| SinkError::Config(format!("influxdb sink: url: {e}")))?;
@@ -142,41 +179,6 @@ impl InfluxConfig {
             return bad("timeout_ms must be at least 1".into());
         }
         Ok(())
-    }
-
-    /// The write endpoint with its query string.
-    pub fn write_url(&self) -> Result<reqwest::Url, SinkError> {
-        let mut url = reqwest::Url::parse(&self.url)
-            .map_err(|e| SinkError::Config(format!("influxdb sink: url: {e}")))?;
-        let path = url.path().trim_end_matches('/').to_owned();
-        match self.api {
-            Api::V1 => {
-                url.set_path(&format!("{path}/write"));
-                let mut q = url.query_pairs_mut();
-                q.append_pair("db", self.db.as_deref().unwrap_or_default());
-                if let Some(rp) = self.rp.as_deref().filter(|rp| !rp.is_empty()) {
-                    q.append_pair("rp", rp);
-                }
-                q.append_pair("precision", "ns");
-            }
-            Api::V2 => {
-                url.set_path(&format!("{path}/api/v2/write"));
-                let mut q = url.query_pairs_mut();
-                q.append_pair("org", self.org.as_deref().unwrap_or_default());
-                q.append_pair("bucket", self.bucket.as_deref().unwrap_or_default());
-                q.append_pair("precision", "ns");
-            }
-        }
-        Ok(url)
-    }
-
-    /// The v1 query endpoint (used to create the database).
-    pub fn query_url(&self) -> Result<reqwest::Url, SinkError> {
-        let mut url = reqwest::Url::parse(&self.url)
-            .map_err(|e| SinkError::Config(format!("influxdb sink: url: {e}")))?;
-        let path = url.path().trim_end_matches('/').to_owned();
-        url.set_path(&format!("{path}/query"));
-        Ok(url)
     }
 }
 

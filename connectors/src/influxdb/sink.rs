@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use roost_core::Record;
@@ -27,7 +28,7 @@ use tracing::{debug, warn};
 
 use super::config::{Api, InfluxConfig};
 use super::schema::{encode_line, influx_type};
-use crate::{names, Rejected, Sink, SinkError, WriteOutcome};
+use crate::{names, OpenSink, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteOutcome};
 
 /// Writes batches to an InfluxDB-compatible server over HTTP.
 pub struct InfluxSink {
@@ -56,9 +57,12 @@ impl Encoded {
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-impl InfluxSink {
+#[async_trait]
+impl OpenSink for InfluxSink {
+    type Config = InfluxConfig;
+
     /// Builds the HTTP client; nothing is sent until the first write.
-    pub async fn open(config: InfluxConfig) -> Result<Self, SinkError> {
+    async fn open(config: InfluxConfig, _kind: &'static str, _ctx: &SinkContext) -> Result<Self, SinkError> {
         config.validate()?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
@@ -67,11 +71,7 @@ impl InfluxSink {
             .map_err(|e| SinkError::Config(format!("influxdb sink: http client: {e}")))?;
         let auth = match config.api {
             Api::V1 => config.username.as_deref().map(|user| {
-                use std::fmt::Write as _;
-                let pass = config.password.as_ref().map(|p| p.expose()).unwrap_or_default();
-                let mut value = String::from("Basic ");
-                let _ = write!(value, "{}", base64(format!("{user}:{pass}").as_bytes()));
-                value
+                basic_auth(user, config.password.as_ref().map(|p| p.expose()).unwrap_or_default())
             }),
             Api::V2 => config.token.as_ref().map(|t| format!("Token {}", t.expose())),
         };
@@ -92,7 +92,9 @@ impl InfluxSink {
         let body_limit = config.max_body_bytes;
         Ok(InfluxSink { config: Arc::new(config), client, write_url, auth, body_limit, tried_create: false })
     }
+}
 
+impl InfluxSink {
     /// Sends `lines` (indices into `enc.lines`) as one request, and whatever re-sends the answer
     /// calls for. Returns the lines the server refused for good.
     fn send<'a>(
@@ -476,19 +478,9 @@ impl Sink for InfluxSink {
     }
 }
 
-fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for c in input.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
-    }
-    out
+/// The `Authorization` value for HTTP basic authentication (RFC 7617).
+fn basic_auth(user: &str, password: &str) -> String {
+    format!("Basic {}", BASE64_STANDARD.encode(format!("{user}:{password}")))
 }
 
 #[cfg(test)]
@@ -516,8 +508,10 @@ mod unit_tests {
 
     #[test]
     fn basic_auth_is_standard_base64() {
-        assert_eq!(base64(b"u:p"), "dTpw");
-        assert_eq!(base64(b"roost:hunter2"), "cm9vc3Q6aHVudGVyMg==");
-        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(basic_auth("u", "p"), "Basic dTpw");
+        assert_eq!(basic_auth("roost", "hunter2"), "Basic cm9vc3Q6aHVudGVyMg==");
+        assert_eq!(basic_auth("a", ""), "Basic YTo=");
+        assert_eq!(basic_auth("", "ab"), "Basic OmFi");
+        assert_eq!(basic_auth("", ""), "Basic Og==");
     }
 }

@@ -8,7 +8,7 @@ use roost_core::{FieldValue, Record};
 use serde_json::json;
 
 use super::{InfluxConfig, InfluxSink};
-use crate::{Sink, SinkError};
+use crate::{OpenSink, Sink, SinkContext, SinkError};
 
 fn url() -> String {
     std::env::var("ROOST_TEST_INFLUXDB_URL")
@@ -21,7 +21,9 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn sink(options: serde_json::Value) -> InfluxSink {
-    InfluxSink::open(serde_json::from_value::<InfluxConfig>(options).unwrap()).await.unwrap()
+    let config = serde_json::from_value::<InfluxConfig>(options).unwrap();
+    let ctx = SinkContext { data_dir: std::env::temp_dir() };
+    InfluxSink::open(config, "influxdb", &ctx).await.unwrap()
 }
 
 async fn count(db: &str, q: &str) -> i64 {

@@ -3,7 +3,7 @@
 use roost_core::ident;
 use serde::{Deserialize, Serialize};
 
-use crate::SinkError;
+use crate::{SinkConfig, SinkError};
 
 /// `[[sinks]]` options for `kind = "mongodb"`.
 #[derive(Clone, Serialize, Deserialize)]
@@ -36,9 +36,9 @@ impl std::fmt::Debug for MongoConfig {
     }
 }
 
-impl MongoConfig {
+impl SinkConfig for MongoConfig {
     /// Checks the options without connecting.
-    pub fn validate(&self) -> Result<(), SinkError> {
+    fn validate(&self) -> Result<(), SinkError> {
         // The parser's messages do not repeat the password.
         mongodb::options::ConnectionString::parse(&self.url)
             .map_err(|e| SinkError::Config(format!("mongodb sink: url: {}", e.kind)))?;

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::config::MongoConfig;
 use super::schema::document;
-use crate::{names, Rejected, Sink, SinkError, WriteOutcome};
+use crate::{names, OpenSink, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteOutcome};
 
 /// Server error codes that mean "try again later", not "this document is refused".
 const TRANSIENT_CODES: &[i32] = &[
@@ -56,9 +56,12 @@ struct Group {
     indices: Vec<usize>,
 }
 
-impl MongoSink {
+#[async_trait]
+impl OpenSink for MongoSink {
+    type Config = MongoConfig;
+
     /// Builds the client; connecting happens on the first write.
-    pub async fn open(config: MongoConfig) -> Result<Self, SinkError> {
+    async fn open(config: MongoConfig, _kind: &'static str, _ctx: &SinkContext) -> Result<Self, SinkError> {
         config.validate()?;
         let mut options = ClientOptions::parse(&config.url)
             .await
@@ -69,7 +72,9 @@ impl MongoSink {
             .map_err(|e| SinkError::Config(format!("mongodb sink: client: {}", e.kind)))?;
         Ok(MongoSink { config, client, known: HashSet::new() })
     }
+}
 
+impl MongoSink {
     /// Creates `name` unless this sink has seen it: time-series if asked and accepted, and the
     /// `(meta.device, time)` index.
     async fn ensure_collection(&mut self, name: &str) -> Result<(), SinkError> {

@@ -3,7 +3,7 @@
 use roost_core::ident;
 use serde::{Deserialize, Serialize};
 
-use crate::SinkError;
+use crate::{SinkConfig, SinkError};
 
 /// `[[sinks]]` options for `kind = "mysql"`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,9 +35,11 @@ impl MysqlConfig {
         }
         Ok(opts)
     }
+}
 
+impl SinkConfig for MysqlConfig {
     /// Checks the options without connecting.
-    pub fn validate(&self) -> Result<(), SinkError> {
+    fn validate(&self) -> Result<(), SinkError> {
         self.opts()?;
         if !self.table_prefix.is_empty() {
             ident::validate(&self.table_prefix)

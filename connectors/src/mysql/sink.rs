@@ -12,7 +12,7 @@ use roost_core::{FieldValue, Record};
 use super::config::MysqlConfig;
 use super::schema::{datetime, describe, is_transient, quote, unavailable, value, MyCatalog};
 use crate::sql::{self, chunk_rows, record_bytes, BatchWriter, Cell, Group, Layout};
-use crate::{Rejected, Sink, SinkError, WriteOutcome};
+use crate::{OpenSink, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteOutcome};
 
 /// MySQL's limit on placeholders in one prepared statement.
 const MAX_PARAMS: usize = 65_535;
@@ -26,9 +26,12 @@ pub struct MysqlSink {
     max_packet: Option<usize>,
 }
 
-impl MysqlSink {
+#[async_trait]
+impl OpenSink for MysqlSink {
+    type Config = MysqlConfig;
+
     /// Builds the pool; connecting happens on the first write.
-    pub async fn open(config: MysqlConfig) -> Result<Self, SinkError> {
+    async fn open(config: MysqlConfig, _kind: &'static str, _ctx: &SinkContext) -> Result<Self, SinkError> {
         config.validate()?;
         let constraints = PoolConstraints::new(0, config.pool_size)
             .ok_or_else(|| SinkError::Config("mysql sink: bad pool_size".into()))?;

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use roost_core::ident;
 use serde::{Deserialize, Serialize};
 
-use crate::SinkError;
+use crate::{SinkConfig, SinkError};
 
 /// `[[sinks]]` options for `kind = "postgres"` or `kind = "timescaledb"`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,9 +94,11 @@ impl PostgresConfig {
     pub fn tls(&self) -> Result<bool, SinkError> {
         Ok(self.pg_config()?.get_ssl_mode() == tokio_postgres::config::SslMode::Require)
     }
+}
 
+impl SinkConfig for PostgresConfig {
     /// Checks the options without connecting.
-    pub fn validate(&self) -> Result<(), SinkError> {
+    fn validate(&self) -> Result<(), SinkError> {
         let bad = |m: String| Err(SinkError::Config(format!("postgres sink: {m}")));
         let tls = self.tls()?;
         if self.ca_file.is_some() && !tls {

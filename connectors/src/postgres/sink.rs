@@ -15,7 +15,7 @@ use tracing::info;
 use super::config::{Hypertable, PostgresConfig, WriteMethod};
 use super::schema::{describe, is_transient, pg_type, quote, unavailable, PgCatalog, PgCell, PgTime};
 use crate::sql::{self, chunk_rows, record_bytes, BatchWriter, Cell, Group, Layout};
-use crate::{Rejected, Sink, SinkError, WriteOutcome};
+use crate::{OpenSink, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteOutcome};
 
 /// PostgreSQL's limit on bound parameters in one statement.
 const MAX_PARAMS: usize = 65_535;
@@ -32,10 +32,13 @@ pub struct PostgresSink {
     timescale: Option<Option<String>>,
 }
 
-impl PostgresSink {
+#[async_trait]
+impl OpenSink for PostgresSink {
+    type Config = PostgresConfig;
+
     /// Builds the pool. Connecting happens on the first write, so Roost starts while the
     /// database is down and the sink catches up when it comes back.
-    pub async fn open(kind: &'static str, config: PostgresConfig) -> Result<Self, SinkError> {
+    async fn open(config: PostgresConfig, kind: &'static str, _ctx: &SinkContext) -> Result<Self, SinkError> {
         config.validate()?;
         let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
         let manager = if config.tls()? {
@@ -54,7 +57,9 @@ impl PostgresSink {
             .map_err(|e| SinkError::Config(format!("postgres sink: {e}")))?;
         Ok(PostgresSink { kind, config, pool, cache: HashMap::new(), timescale: None })
     }
+}
 
+impl PostgresSink {
     /// The schema holding the timescaledb extension, if tables are to become hypertables.
     async fn hypertables(&mut self, client: &tokio_postgres::Client) -> Result<Option<String>, SinkError> {
         if let Some(t) = &self.timescale {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{SinkContext, SinkError};
+use crate::{SinkConfig, SinkContext, SinkError};
 
 /// `[[sinks]]` options for `kind = "sqlite"`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,9 +59,11 @@ impl SqliteConfig {
             ctx.data_dir.join(&self.path)
         }
     }
+}
 
+impl SinkConfig for SqliteConfig {
     /// Checks the options without opening the file.
-    pub fn validate(&self, _ctx: &SinkContext) -> Result<(), SinkError> {
+    fn validate(&self) -> Result<(), SinkError> {
         let p = &self.path;
         if p.as_os_str().is_empty() || p.file_name().is_none() {
             return Err(SinkError::Config(format!("sqlite sink: path {p:?} does not name a file")));

@@ -12,7 +12,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::config::{SqliteConfig, Synchronous};
 use super::schema::{self, quote, Table, DEVICE, TIME};
-use crate::{Rejected, Sink, SinkContext, SinkError, WriteOutcome};
+use crate::{OpenSink, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteOutcome};
 
 /// Writes batches to one SQLite file.
 pub struct SqliteSink {
@@ -25,10 +25,13 @@ struct Inner {
     tables: HashMap<String, Table>,
 }
 
-impl SqliteSink {
+#[async_trait]
+impl OpenSink for SqliteSink {
+    type Config = SqliteConfig;
+
     /// Opens (creating if needed) the database file and sets WAL mode.
-    pub async fn open(config: SqliteConfig, ctx: &SinkContext) -> Result<Self, SinkError> {
-        config.validate(ctx)?;
+    async fn open(config: SqliteConfig, _kind: &'static str, ctx: &SinkContext) -> Result<Self, SinkError> {
+        config.validate()?;
         let file = config.file(ctx);
         let inner = tokio::task::spawn_blocking(move || -> Result<Inner, SinkError> {
             if let Some(dir) = file.parent() {

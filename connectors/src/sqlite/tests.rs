@@ -7,7 +7,7 @@ use roost_core::{FieldValue, Record};
 use rusqlite::Connection;
 
 use super::*;
-use crate::{Sink, SinkContext};
+use crate::{OpenSink, Sink, SinkContext};
 
 fn record(m: &str, device: &str, time: i64, fields: &[(&str, FieldValue)]) -> Record {
     let mut r = Record::new(m, device, time);
@@ -19,7 +19,7 @@ fn record(m: &str, device: &str, time: i64, fields: &[(&str, FieldValue)]) -> Re
 
 async fn sink(dir: &tempfile::TempDir) -> SqliteSink {
     let ctx = SinkContext { data_dir: dir.path().to_owned() };
-    SqliteSink::open(SqliteConfig::default(), &ctx).await.unwrap()
+    SqliteSink::open(SqliteConfig::default(), "sqlite", &ctx).await.unwrap()
 }
 
 #[tokio::test]
