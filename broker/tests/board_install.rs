@@ -1,7 +1,8 @@
 //! `roost board install` end to end: one real `roost`, real `roost-board` agents, the CLI run as
-//! an operator would, and a PEP 503 "simple" package index built in a temp dir (a wheel made
-//! with `zip`, sdists made with `tar` + `flate2`, anchors with `#sha256=` fragments) served
-//! over HTTP on a free loopback port by a tiny server in this file.
+//! an operator would, and a "simple" package index built in a temp dir (a wheel made with `zip`,
+//! sdists made with `tar` + `flate2`; PEP 503 HTML pages with `#sha256=` fragments, PEP 691 JSON
+//! pages with `hashes`) served over HTTP on a free loopback port by a tiny server in this file,
+//! which answers the JSON page only to a client that asks for it.
 //!
 //! The agents and the CLI come from `common/boards.rs`.
 
@@ -91,7 +92,33 @@ fn publish(root: &Path, project: &str, dists: &[(&str, &[u8])], lie: Option<&str
     std::fs::write(root.join("simple").join(project).join("index.html"), html).unwrap();
 }
 
-/// A static file server for `root` on a free loopback port (`GET /a/b/` serves `a/b/index.html`).
+/// Writes `files/<name>` and lists them on a PEP 691 JSON page, `simple/<project>/index.json`
+/// (and no HTML page), each with its SHA-256; the files in `yanked` are marked yanked.
+fn publish_json(root: &Path, project: &str, dists: &[(&str, &[u8])], yanked: &[&str]) {
+    std::fs::create_dir_all(root.join("files")).unwrap();
+    std::fs::create_dir_all(root.join("simple").join(project)).unwrap();
+    let files: Vec<serde_json::Value> = dists
+        .iter()
+        .map(|(name, data)| {
+            std::fs::write(root.join("files").join(name), data).unwrap();
+            serde_json::json!({
+                "filename": name,
+                "url": format!("../../files/{name}"),
+                "hashes": {"sha256": sha256(data)},
+                "yanked": yanked.contains(name),
+            })
+        })
+        .collect();
+    let page = serde_json::json!({"meta": {"api-version": "1.1"}, "name": project, "files": files});
+    std::fs::write(root.join("simple").join(project).join("index.json"), page.to_string()).unwrap();
+}
+
+/// The media type of a PEP 691 JSON project page.
+const JSON_PAGE: &str = "application/vnd.pypi.simple.v1+json";
+
+/// A static file server for `root` on a free loopback port: `GET /a/b/` serves `a/b/index.json`
+/// as a PEP 691 page when the request's `Accept` names that type and the file exists, else
+/// `a/b/index.html`.
 fn serve(root: PathBuf) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -103,16 +130,26 @@ fn serve(root: PathBuf) -> String {
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let mut request = String::new();
                 reader.read_line(&mut request).unwrap();
+                let mut wants_json = false;
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
                         break;
                     }
+                    let line = line.to_ascii_lowercase();
+                    wants_json |= line.starts_with("accept:") && line.contains(JSON_PAGE);
                 }
                 let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
                 let mut file = root.join(path.trim_start_matches('/'));
+                let mut content_type = "text/html";
                 if path.ends_with('/') {
-                    file = file.join("index.html");
+                    // PEP 691: the JSON page to a client that asks for it, else the HTML one.
+                    if wants_json && file.join("index.json").exists() {
+                        file = file.join("index.json");
+                        content_type = JSON_PAGE;
+                    } else {
+                        file = file.join("index.html");
+                    }
                 }
                 let mut body = Vec::new();
                 let status = match std::fs::File::open(&file).and_then(|mut f| f.read_to_end(&mut body)) {
@@ -123,7 +160,7 @@ fn serve(root: PathBuf) -> String {
                     }
                 };
                 let head = format!(
-                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\ncontent-type: text/html\r\nconnection: close\r\n\r\n",
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\ncontent-type: {content_type}\r\nconnection: close\r\n\r\n",
                     body.len()
                 );
                 let _ = conn.write_all(head.as_bytes());
@@ -177,6 +214,21 @@ async fn packages_from_a_local_index_land_under_lib() {
     let evil =
         tar_gz(&[("evilpkg-1.0/evilpkg/__init__.py", b""), ("evilpkg-1.0/../../../escaped.py", b"pwned")]);
     publish(index.path(), "evilpkg", &[("evilpkg-1.0.tar.gz", &evil)], None);
+    // A project with only a PEP 691 JSON page: post10 is newer than post9, the yanked 2.0 is not
+    // offered.
+    let json_post9 = wheel(&[("jsonpkg/__init__.py", b"V = 'post9'\n")]);
+    let json_post10 = wheel(&[("jsonpkg/__init__.py", b"V = 'post10'\n")]);
+    let json_yanked = wheel(&[("jsonpkg/__init__.py", b"V = 'yanked'\n")]);
+    publish_json(
+        index.path(),
+        "jsonpkg",
+        &[
+            ("jsonpkg-1.0.post10-py3-none-any.whl", &json_post10),
+            ("jsonpkg-1.0.post9-py3-none-any.whl", &json_post9),
+            ("jsonpkg-2.0-py3-none-any.whl", &json_yanked),
+        ],
+        &["jsonpkg-2.0-py3-none-any.whl"],
+    );
     let url = serve(index.path().to_owned());
 
     let data = tempfile::tempdir().unwrap();
@@ -214,6 +266,15 @@ async fn packages_from_a_local_index_land_under_lib() {
         "{:?}",
         lib.keys()
     );
+
+    // From the JSON page: the newest by PEP 440, not by comparing "post10" and "post9" as text.
+    let (out, stdout, stderr) = cli(&roost, &["install", "b-2", "jsonpkg"]).await;
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Installing jsonpkg 1.0.post10 (jsonpkg-1.0.post10-py3-none-any.whl)"),
+        "{stdout}"
+    );
+    assert_eq!(tree(&boards.path().join("b-2"))["lib/jsonpkg/__init__.py"], b"V = 'post10'\n");
 
     // A wrong SHA-256 in the index: refused before any board is sent anything.
     let (out, stdout, stderr) = cli(&roost, &["install", "b-[1-2]", "badpkg"]).await;
@@ -299,4 +360,52 @@ async fn local_modules_directories_and_archives_land_under_lib() {
     let (out, _, stderr) = cli(&roost, &["install", "b-1", "somepkg"]).await;
     assert!(!out.status.success());
     assert!(stderr.contains("no package index configured") && stderr.contains("package_index"), "{stderr}");
+}
+
+/// The newest file of each project as `install` resolves it, on a JSON page and on an HTML one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_and_html_index_pages_resolve_versions_by_pep_440() {
+    use roost::boards::install::{self, InstallError, Limits};
+
+    let index = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("posts", &["1.0", "1.0.post9", "1.0.post10"], "1.0.post10"),
+        ("alphas", &["2.0a9", "2.0a10"], "2.0a10"),
+        ("devs", &["3.0.dev1", "3.0a1"], "3.0a1"),
+        ("finals", &["1.9", "1.10", "2.0rc1", "2.0.dev3"], "1.10"),
+    ];
+    // Each project twice: `{project}-json` with only a JSON page, `{project}-html` with only HTML.
+    let sdist = |name: &str, v: &str| tar_gz(&[(&format!("{name}-{v}/m.py"), v.as_bytes())]);
+    for (project, versions, _) in cases {
+        for page in ["json", "html"] {
+            let name = format!("{project}-{page}");
+            let dists: Vec<(String, Vec<u8>)> =
+                versions.iter().map(|v| (format!("{name}-{v}.tar.gz"), sdist(&name, v))).collect();
+            let dists: Vec<(&str, &[u8])> = dists.iter().map(|(f, d)| (f.as_str(), d.as_slice())).collect();
+            if page == "json" {
+                publish_json(index.path(), &name, &dists, &[]);
+            } else {
+                publish(index.path(), &name, &dists, None);
+            }
+        }
+    }
+    let url = serve(index.path().to_owned());
+    let limits = Limits { max_download_bytes: 1 << 20, max_unpacked_bytes: 1 << 20, max_files: 100 };
+
+    for (project, _, newest) in cases {
+        for page in ["json", "html"] {
+            let name = format!("{project}-{page}");
+            let (label, filename, data) = install::fetch(&url, &name, limits).await.unwrap();
+            assert_eq!(label, format!("{name} {newest}"));
+            assert_eq!(filename, format!("{name}-{newest}.tar.gz"));
+            assert_eq!(data, sdist(&name, newest), "{name}: the bytes of the file named");
+        }
+    }
+    // The server answers a JSON page only to a request that asks for one and `posts-json` has no
+    // HTML page: finding it shows the request asked for JSON.
+    assert!(!index.path().join("simple/posts-json/index.html").exists());
+    let (label, ..) = install::fetch(&url, "posts-json==1.0.post9", limits).await.unwrap();
+    assert_eq!(label, "posts-json 1.0.post9");
+    let err = install::fetch(&url, "posts-html==1.0.post1", limits).await.unwrap_err();
+    assert!(matches!(err, InstallError::NotFound { .. }), "{err}");
 }
