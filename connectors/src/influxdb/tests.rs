@@ -5,19 +5,14 @@
 use std::sync::Arc;
 
 use roost_core::{FieldValue, Record};
+use roost_testkit::{env_url, free_port, unique};
 use serde_json::json;
 
 use super::{InfluxConfig, InfluxSink};
 use crate::{OpenSink, Sink, SinkContext, SinkError};
 
 fn url() -> String {
-    std::env::var("ROOST_TEST_INFLUXDB_URL")
-        .expect("ROOST_TEST_INFLUXDB_URL is not set: run `make test` (or `bash scripts/services.sh`)")
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
+    env_url("ROOST_TEST_INFLUXDB_URL")
 }
 
 async fn sink(options: serde_json::Value) -> InfluxSink {
@@ -27,15 +22,7 @@ async fn sink(options: serde_json::Value) -> InfluxSink {
 }
 
 async fn count(db: &str, q: &str) -> i64 {
-    let v: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/query", url()))
-        .form(&[("db", db), ("q", q)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = roost_testkit::influxdb::query(&url(), db, q, None).await;
     v["results"][0]["series"][0]["values"][0][1].as_i64().unwrap_or_else(|| panic!("{q}: {v}"))
 }
 
@@ -83,7 +70,7 @@ async fn the_v2_api_against_influxdb_1_is_a_configuration_error() {
 
 #[tokio::test]
 async fn no_server_is_unavailable_not_a_configuration_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let mut s = sink(json!({"url": format!("http://127.0.0.1:{port}"), "db": "x", "password": "pa55word-xyz", "username": "u"})).await;
     let err = s.write(Arc::new(batch(1))).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
