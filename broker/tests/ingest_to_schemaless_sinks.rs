@@ -17,7 +17,7 @@ const T0_MS: i64 = 1_767_225_600_000;
 /// 100,000 QoS 1 messages from four publishers go to three sinks at once; after a clean stop each
 /// database holds exactly 100,000 records, 25,000 per device. (The MongoDB-wire server here is
 /// pure Python, ~10k documents/s: its sink drains for about ten seconds after the publishers
-/// finish, and the stop waits for it.)
+/// finish, and the stop waits for it, up to 300 s.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_qos1_messages_land_exactly_once_in_influxdb_victoriametrics_and_mongodb() {
     let influx = env_url("ROOST_TEST_INFLUXDB_URL");
@@ -25,8 +25,12 @@ async fn hundred_thousand_qos1_messages_land_exactly_once_in_influxdb_victoriame
     let mongo = env_url("ROOST_TEST_MONGODB_URL");
     let db = unique("e2e");
     let prefix = format!("{}_", unique("e2e"));
+    // The stop waits for every sink to drain; on a loaded machine the MongoDB-wire server can
+    // take longer than the default 30 s, which would fail the stop, not lose data.
     let config = format!(
         r#"
+shutdown_timeout_secs = 300
+
 [[sinks]]
 name = "influx"
 kind = "influxdb"

@@ -237,13 +237,17 @@ pub(crate) async fn prepare<C: Catalog>(
     Ok(groups)
 }
 
+/// A database driver's error, as the typed SQL sinks read it.
+pub(crate) trait DbError {
+    /// Whether the error means "try the same batch later" rather than "the data is refused".
+    fn is_transient(&self) -> bool;
+    /// The error as the operator should read it.
+    fn describe(&self) -> String;
+}
+
 /// One write of one batch by a typed SQL sink, over one connection.
 pub(crate) trait BatchWriter {
-    type Error: std::fmt::Display;
-    /// Whether the error means "try the same batch later" rather than "the data is refused".
-    fn is_transient(e: &Self::Error) -> bool;
-    /// The error as the operator should read it.
-    fn describe(e: &Self::Error) -> String;
+    type Error: DbError;
     /// Brings the schema up to the batch ([`prepare`]) and groups its records.
     async fn prepare(
         &mut self,
@@ -268,7 +272,7 @@ pub(crate) async fn write_batch<W: BatchWriter>(
     batch: &[Record],
     kind: &str,
 ) -> Result<WriteOutcome, SinkError> {
-    let unavailable = |e: &W::Error| SinkError::Unavailable(format!("{kind} sink: {}", W::describe(e)));
+    let unavailable = |e: &W::Error| SinkError::Unavailable(format!("{kind} sink: {}", e.describe()));
     let mut outcome = WriteOutcome::default();
     if batch.is_empty() {
         return Ok(outcome);
@@ -291,18 +295,18 @@ pub(crate) async fn write_batch<W: BatchWriter>(
             Err(e) => e,
         };
         w.forget_schema();
-        if W::is_transient(&e) {
+        if e.is_transient() {
             return Err(unavailable(&e));
         }
-        tracing::debug!(sink = kind, attempt, error = %W::describe(&e), "batch refused");
+        tracing::debug!(sink = kind, attempt, error = %e.describe(), "batch refused");
         if attempt == 1 {
             outcome.rejected = rejected;
             for g in &groups {
                 for &i in &g.records {
                     match w.write_one(batch, &g.layout, i).await {
                         Ok(()) => outcome.written += 1,
-                        Err(e) if W::is_transient(&e) => return Err(unavailable(&e)),
-                        Err(e) => outcome.rejected.push(Rejected { index: i, reason: W::describe(&e) }),
+                        Err(e) if e.is_transient() => return Err(unavailable(&e)),
+                        Err(e) => outcome.rejected.push(Rejected { index: i, reason: e.describe() }),
                     }
                 }
             }

@@ -27,8 +27,8 @@ pub struct BoardSettings {
     pub history_len: usize,
     /// Output kept per request and board (stdout and stderr together); the rest is cut.
     pub max_output_bytes: usize,
-    /// `install`: the PEP 503 "simple" index package names are resolved from (unset: only local
-    /// packages can be installed).
+    /// `install`: the "simple" index (PEP 691 JSON or PEP 503 HTML) package names are resolved
+    /// from (unset: only local packages can be installed).
     pub package_index: Option<String>,
     /// `install`: the largest package file (download or local archive).
     pub max_package_bytes: u64,

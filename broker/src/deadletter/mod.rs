@@ -193,16 +193,7 @@ impl DeadLetters {
 
     /// Entries matching `sel`, oldest first, at most `limit`, with ids above `after`.
     pub fn list(&self, sel: &Selection, after: i64, limit: usize) -> Result<Vec<Entry>, DeadLetterError> {
-        let (clause, values) = filter(sel, after, limit);
-        let sql = format!(
-            "SELECT id, at, source, reason, record, topic, client_id, payload FROM dead_letters {clause}"
-        );
-        let conn = self.lock();
-        let mut stmt = conn.prepare(&sql)?;
-        let mut rows = stmt.query(params_from_iter(values))?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let id: i64 = r.get(0)?;
+        self.select("at, source, reason, record, topic, client_id, payload", sel, after, limit, |id, r| {
             let record = match r.get::<_, Option<String>>(4)? {
                 Some(json) => Some(
                     serde_json::from_str(&json)
@@ -218,7 +209,7 @@ impl DeadLetters {
                     Err(e) => (None, Some(base64(e.as_bytes()))),
                 },
             };
-            out.push(Entry {
+            Ok(Entry {
                 id,
                 at: r.get(1)?,
                 source: r.get(2)?,
@@ -228,24 +219,14 @@ impl DeadLetters {
                 client_id: r.get(6)?,
                 payload,
                 payload_base64,
-            });
-        }
-        Ok(out)
+            })
+        })
     }
 
     /// The letters of the entries matching `sel` (oldest first, at most `limit`), with their ids.
     pub fn letters(&self, sel: &Selection, limit: usize) -> Result<Vec<(i64, Letter)>, DeadLetterError> {
-        let (clause, values) = filter(sel, 0, limit);
-        let sql = format!(
-            "SELECT id, source, reason, record, topic, client_id, device, payload, received_at, qos, retain \
-             FROM dead_letters {clause}"
-        );
-        let conn = self.lock();
-        let mut stmt = conn.prepare(&sql)?;
-        let mut rows = stmt.query(params_from_iter(values))?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let id: i64 = r.get(0)?;
+        let columns = "source, reason, record, topic, client_id, device, payload, received_at, qos, retain";
+        self.select(columns, sel, 0, limit, |id, r| {
             let source: String = r.get(1)?;
             let reason: String = r.get(2)?;
             let corrupt = |reason: String| DeadLetterError::Corrupt { id, reason };
@@ -272,7 +253,28 @@ impl DeadLetters {
                 },
                 _ => return Err(corrupt(format!("unknown source {source:?}"))),
             };
-            out.push((id, letter));
+            Ok((id, letter))
+        })
+    }
+
+    /// `id` and `columns` of the entries matching `sel` (oldest first, ids above `after`, at
+    /// most `limit`), each row made into a `T` by `row` (column 0 is the id).
+    fn select<T>(
+        &self,
+        columns: &str,
+        sel: &Selection,
+        after: i64,
+        limit: usize,
+        mut row: impl FnMut(i64, &rusqlite::Row<'_>) -> Result<T, DeadLetterError>,
+    ) -> Result<Vec<T>, DeadLetterError> {
+        let (clause, values) = filter(sel, after, limit);
+        let sql = format!("SELECT id, {columns} FROM dead_letters {clause}");
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&sql)?;
+        let mut rows = stmt.query(params_from_iter(values))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(row(r.get(0)?, r)?);
         }
         Ok(out)
     }

@@ -4,7 +4,7 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::Value;
 
-use crate::sql::{Catalog, Cell, ColType, Layout};
+use crate::sql::{Catalog, Cell, ColType, DbError, Layout};
 use crate::{names, SinkError};
 
 /// Quotes an identifier with backticks (doubled inside). Names are validated before this.
@@ -80,11 +80,17 @@ const TRANSIENT_CODES: &[u16] = &[
     2013, // lost connection
 ];
 
-pub fn is_transient(e: &mysql_async::Error) -> bool {
-    match e {
-        mysql_async::Error::Server(s) => TRANSIENT_CODES.contains(&s.code),
-        mysql_async::Error::Url(_) => false,
-        _ => true,
+impl DbError for mysql_async::Error {
+    fn is_transient(&self) -> bool {
+        match self {
+            mysql_async::Error::Server(s) => TRANSIENT_CODES.contains(&s.code),
+            mysql_async::Error::Url(_) => false,
+            _ => true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        describe(self)
     }
 }
 

@@ -10,7 +10,7 @@ use mysql_async::{Conn, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Tx
 use roost_core::{FieldValue, Record};
 
 use super::config::MysqlConfig;
-use super::schema::{datetime, describe, is_transient, quote, unavailable, value, MyCatalog};
+use super::schema::{datetime, quote, unavailable, value, MyCatalog};
 use crate::sql::{self, chunk_rows, record_bytes, BatchWriter, Cell, Group, Layout};
 use crate::{OpenSink, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteOutcome};
 
@@ -91,14 +91,6 @@ struct MyWrite<'s> {
 
 impl BatchWriter for MyWrite<'_> {
     type Error = mysql_async::Error;
-
-    fn is_transient(e: &Self::Error) -> bool {
-        is_transient(e)
-    }
-
-    fn describe(e: &Self::Error) -> String {
-        describe(e)
-    }
 
     async fn prepare(
         &mut self,

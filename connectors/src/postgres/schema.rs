@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
-use crate::sql::{Catalog, Cell, ColType, Layout};
+use crate::sql::{Catalog, Cell, ColType, DbError, Layout};
 use crate::{names, SinkError};
 
 /// Quotes an identifier (`"` doubled). Names are validated before they get here.
@@ -87,16 +87,21 @@ impl ToSql for PgCell<'_> {
     to_sql_checked!();
 }
 
-/// What a database error means for the batch.
-pub fn is_transient(e: &tokio_postgres::Error) -> bool {
-    match e.code() {
-        // No SQLSTATE: the connection broke, or the server never answered.
-        None => true,
-        Some(code) => {
-            let class = &code.code()[..2];
-            // connection, resources, operator intervention, system, transaction rollback
-            matches!(class, "08" | "53" | "57" | "58" | "40") || *code == SqlState::LOCK_NOT_AVAILABLE
+impl DbError for tokio_postgres::Error {
+    fn is_transient(&self) -> bool {
+        match self.code() {
+            // No SQLSTATE: the connection broke, or the server never answered.
+            None => true,
+            Some(code) => {
+                let class = &code.code()[..2];
+                // connection, resources, operator intervention, system, transaction rollback
+                matches!(class, "08" | "53" | "57" | "58" | "40") || *code == SqlState::LOCK_NOT_AVAILABLE
+            }
         }
+    }
+
+    fn describe(&self) -> String {
+        describe(self)
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_postgres::{GenericClient, NoTls};
 use tracing::info;
 
 use super::config::{Hypertable, PostgresConfig, WriteMethod};
-use super::schema::{describe, is_transient, pg_type, quote, unavailable, PgCatalog, PgCell, PgTime};
+use super::schema::{pg_type, quote, unavailable, PgCatalog, PgCell, PgTime};
 use crate::sql::{self, chunk_rows, record_bytes, BatchWriter, Cell, Group, Layout};
 use crate::{OpenSink, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteOutcome};
 
@@ -161,14 +161,6 @@ struct PgWrite<'s> {
 
 impl BatchWriter for PgWrite<'_> {
     type Error = tokio_postgres::Error;
-
-    fn is_transient(e: &Self::Error) -> bool {
-        is_transient(e)
-    }
-
-    fn describe(e: &Self::Error) -> String {
-        describe(e)
-    }
 
     async fn prepare(
         &mut self,
