@@ -91,6 +91,13 @@ use crate::Result;
 pub trait Entry: Sync + Send {
     /// Attempt to acquire an exclusive lock on this entry.
     async fn try_lock(&self) -> Result<Box<dyn Entry>>;
+    /// ROOST PATCH: wait up to `timeout` for the exclusive lock on this entry, so a CONNECT that
+    /// races another handshake (or kick) for the same client id waits its turn instead of
+    /// being refused. Implementations that cannot wait fall back to [`Entry::try_lock`].
+    async fn lock(&self, timeout: Duration) -> Result<Box<dyn Entry>> {
+        let _ = timeout;
+        self.try_lock().await
+    }
     /// Return the unique identifier for this entry.
     fn id(&self) -> Id;
     /// Check whether the stored session ID matches this entry's ID.
@@ -436,6 +443,29 @@ impl Entry for LockEntry {
         Ok(Box::new(LockEntry::new(self.id.clone(), self.shared.clone(), Some(locker))))
     }
 
+    /// ROOST PATCH: like `try_lock`, but waits for the holder to let go.
+    async fn lock(&self, timeout: Duration) -> Result<Box<dyn Entry>> {
+        log::debug!("{:?} LockEntry.lock", self.id);
+        let client_id = &self.id.client_id;
+        let wait = async {
+            loop {
+                let locker =
+                    self.shared.lockers.entry(client_id.clone()).or_insert(Arc::new(Mutex::new(()))).clone();
+                let guard = locker.clone().lock_owned().await;
+                // A holder removes its mutex from `lockers` when it drops (see `Drop for
+                // LockEntry`), so a guard on a mutex no longer in the map is stale: another
+                // handshake may already hold the new one. Only the mapped mutex counts.
+                if self.shared.lockers.get(client_id).is_some_and(|current| Arc::ptr_eq(&current, &locker)) {
+                    return guard;
+                }
+            }
+        };
+        let locker = tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| anyhow!("timed out after {timeout:?} waiting for the session lock"))?;
+        Ok(Box::new(LockEntry::new(self.id.clone(), self.shared.clone(), Some(locker))))
+    }
+
     #[inline]
     fn id(&self) -> Id {
         self.id.clone()
@@ -486,13 +516,14 @@ impl Entry for LockEntry {
                         log::debug!("{:?} kicked, from {:?}", self.id, self.session().map(|s| s.id.clone()));
                     }
                     Ok(Err(e)) => {
-                        log::warn!(
-                            "{:?} kick, recv result is {:?}, from {:?}",
+                        // ROOST PATCH: the old session ended (its connection dropped) before it
+                        // answered the kick, so it is gone either way: take over, do not refuse.
+                        log::debug!(
+                            "{:?} kick, recv result is {:?}, from {:?}: the old session already ended",
                             self.id,
                             e,
                             self.session().map(|s| s.id.clone())
                         );
-                        return Err(anyhow!(format!("recv kick result is {:?}", e)));
                     }
                     Err(_) => {
                         log::warn!(

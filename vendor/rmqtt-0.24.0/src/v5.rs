@@ -280,7 +280,10 @@ async fn _handshake(
         return Err((ack, anyhow!("Authentication failed")));
     }
 
-    let mut entry = match { scx.extends.shared().await.entry(id.clone()) }.try_lock().await {
+    // ROOST PATCH: wait for a concurrent handshake or kick of the same client id (bounded by
+    // what is left of the handshake timeout) instead of refusing this CONNECT with `try_lock`.
+    let lock_timeout = listen_cfg.handshake_timeout.saturating_sub(hdshk_start.elapsed());
+    let mut entry = match { scx.extends.shared().await.entry(id.clone()) }.lock(lock_timeout).await {
         Err(e) => {
             return Err((ConnectAckReason::V5(ConnectAckReasonV5::ServerUnavailable), e));
         }
