@@ -182,7 +182,7 @@ mod tests {
         options.validate().unwrap();
         assert_eq!(
             options.effective(),
-            json!({"path": "x.db", "synchronous": "normal", "busy_timeout_ms": 5000})
+            json!({"path": "x.db", "synchronous": "normal", "busy_timeout_ms": 5000, "max_columns": 1000})
         );
         let bad = SinkOptions::parse("sqlite", &json!({"path": ""})).unwrap();
         assert!(bad.validate().unwrap_err().to_string().contains("does not name a file"));

@@ -9,6 +9,9 @@
 //!   the column to double;
 //! - any other type conflict (a string into a numeric column, a number into a boolean or text
 //!   column, ...) rejects that record alone, with the reason, and the rest of the batch is written.
+//! - a record whose new columns would take its table past `max_columns`, or whose table or column
+//!   the database refuses to create for good (a name clash, too many columns, no permission), is
+//!   rejected the same way: such errors are never retried.
 //!
 //! Names are compared without case (`Temp` uses an existing `temp` column), as SQL does.
 
@@ -110,17 +113,47 @@ impl Layout {
     }
 }
 
-/// The DDL and catalog reads a typed SQL sink provides; [`prepare`] drives them.
+/// The DDL and catalog reads a typed SQL sink provides; [`prepare`] drives them. A DDL error the
+/// database will repeat (a name clash, too many columns, a name too long, no permission) is
+/// [`SinkError::Config`]: the records that need that table or column are refused with it. Errors
+/// worth retrying are [`SinkError::Unavailable`].
 pub(crate) trait Catalog {
     /// The table's columns after `time` and `device`, or `None` if it does not exist. Matches
     /// the name without case and returns it as stored.
     async fn load(&mut self, table: &str) -> Result<Option<Layout>, SinkError>;
-    /// Creates the table with `time` and `device` and its index; fine if it exists.
+    /// Creates the table with `time` and `device` and its index ([`names::index_name`]); fine
+    /// if it exists.
     async fn create(&mut self, table: &str) -> Result<(), SinkError>;
     /// Adds a column; fine if another writer added it first.
     async fn add_column(&mut self, table: &str, column: &str, ty: ColType) -> Result<(), SinkError>;
     /// Changes a bigint column to double.
     async fn widen(&mut self, table: &str, column: &str) -> Result<(), SinkError>;
+}
+
+/// The default of every SQL sink's `max_columns` option: below SQLite's 2,000, PostgreSQL's
+/// 1,600 and InnoDB's 1,017 columns per table.
+pub const DEFAULT_MAX_COLUMNS: usize = 1000;
+
+pub fn default_max_columns() -> usize {
+    DEFAULT_MAX_COLUMNS
+}
+
+/// Checks a `max_columns` option against the database's own limit.
+pub fn check_max_columns(kind: &str, max_columns: usize, database_limit: usize) -> Result<(), SinkError> {
+    if !(3..=database_limit).contains(&max_columns) {
+        return Err(SinkError::Config(format!(
+            "{kind} sink: max_columns must be between 3 and {database_limit} (the database's own limit)"
+        )));
+    }
+    Ok(())
+}
+
+/// Why a record is refused when its new columns would take `table` past the `max_columns` cap.
+pub fn column_cap_reason(table: &str, columns: usize, max_columns: usize) -> String {
+    format!(
+        "table {table:?} would have {columns} columns, more than the sink's max_columns ({max_columns}); \
+         raise max_columns or send fewer distinct tag and field names to this measurement"
+    )
 }
 
 /// The records of one batch bound for one table.
@@ -131,25 +164,46 @@ pub struct Group {
     pub records: Vec<usize>,
 }
 
+/// The rules [`prepare`] applies besides the schema policy.
+pub(crate) struct Rules<'a, F> {
+    pub table_prefix: &'a str,
+    /// A check of the database's own (a value it cannot hold).
+    pub check: F,
+    /// Columns a table may reach, `time` and `device` included.
+    pub max_columns: usize,
+    /// The database's limit on a table name, in bytes.
+    pub max_name: usize,
+}
+
 /// Validates every record, brings each table's schema up to what the batch needs, and returns
-/// the records grouped by table. Records that cannot be written go to `rejected`.
+/// the records grouped by table. Records that cannot be written go to `rejected`: invalid ones,
+/// those that would take a table past `max_columns`, and those whose table or column the
+/// database refuses to create (a permanent DDL error); the other tables' records are written.
 pub(crate) async fn prepare<C: Catalog>(
     catalog: &mut C,
     cache: &mut HashMap<String, Layout>,
     batch: &[Record],
-    table_prefix: &str,
-    check: impl Fn(&Record) -> Result<(), String>,
+    rules: &Rules<'_, impl Fn(&Record) -> Result<(), String>>,
     rejected: &mut Vec<Rejected>,
 ) -> Result<Vec<Group>, SinkError> {
     // Group by table, in order of first appearance.
     let mut order: Vec<String> = Vec::new();
     let mut by_table: HashMap<String, (String, Vec<usize>)> = HashMap::new();
     for (index, r) in batch.iter().enumerate() {
-        if let Err(reason) = names::check_record(r).and_then(|()| check(r)) {
+        if let Err(reason) = names::check_record(r).and_then(|()| (rules.check)(r)) {
             rejected.push(Rejected { index, reason });
             continue;
         }
-        let table = format!("{table_prefix}{}", r.measurement);
+        let table = format!("{}{}", rules.table_prefix, r.measurement);
+        if table.len() > rules.max_name {
+            let reason = format!(
+                "table name {table:?} is longer than the database's limit of {} characters; \
+                 shorten the measurement or the sink's table_prefix",
+                rules.max_name
+            );
+            rejected.push(Rejected { index, reason });
+            continue;
+        }
         let key = table.to_ascii_lowercase();
         let entry = by_table.entry(key.clone()).or_insert_with(|| {
             order.push(key);
@@ -161,80 +215,128 @@ pub(crate) async fn prepare<C: Catalog>(
     let mut groups = Vec::with_capacity(order.len());
     for key in order {
         let (table, indices) = by_table.remove(&key).unwrap_or_default();
-        let loaded = match cache.get(&key) {
-            Some(l) => Ok(Some(l.clone())),
-            None => catalog.load(&table).await,
-        };
-        let mut layout = match loaded {
-            Ok(Some(l)) => l,
-            Ok(None) => {
-                catalog.create(&table).await?;
-                reload(catalog, &table).await?
+        match prepare_table(catalog, cache.get(&key).cloned(), &table, batch, indices, rules, rejected).await
+        {
+            Ok(group) => {
+                cache.insert(key, group.layout.clone());
+                groups.push(group);
             }
-            // The table is not one this sink can write (not created by Roost): its records
-            // are refused, the other tables' are written.
-            Err(SinkError::Config(reason)) => {
+            // The table is not one this sink can write (not created by Roost), or the
+            // database refuses to create it: its records are refused, the others written.
+            Err((SinkError::Config(reason), indices)) => {
                 rejected.extend(indices.into_iter().map(|index| Rejected { index, reason: reason.clone() }));
-                continue;
             }
-            Err(e) => return Err(e),
-        };
-
-        // Columns the batch needs that the table lacks; the first value seen sets the type.
-        let mut added = HashSet::new();
-        let mut missing = Vec::new();
-        for &i in &indices {
-            let r = &batch[i];
-            let wanted = r
-                .tags
-                .keys()
-                .map(|k| (k, ColType::Text))
-                .chain(r.fields.iter().map(|(k, v)| (k, ColType::of(v))));
-            for (name, ty) in wanted {
-                if layout.column(name).is_none() && added.insert(name.to_ascii_lowercase()) {
-                    missing.push((name.clone(), ty));
-                }
-            }
+            Err((e, _)) => return Err(e),
         }
-        if !missing.is_empty() {
-            for (name, ty) in &missing {
-                catalog.add_column(&layout.table, name, *ty).await?;
-            }
-            layout = reload(catalog, &layout.table).await?;
-        }
-
-        // Bigint columns that receive floats become double.
-        let mut widen = Vec::new();
-        for &i in &indices {
-            for (name, v) in &batch[i].fields {
-                if let (FieldValue::Float(_), Some((c, ColType::BigInt))) = (v, layout.column(name)) {
-                    let column = layout.columns[c].0.clone();
-                    if !widen.contains(&column) {
-                        widen.push(column);
-                    }
-                }
-            }
-        }
-        if !widen.is_empty() {
-            for column in &widen {
-                catalog.widen(&layout.table, column).await?;
-            }
-            layout = reload(catalog, &layout.table).await?;
-        }
-
-        let mut cells = Vec::new();
-        let mut records = Vec::with_capacity(indices.len());
-        for i in indices {
-            match layout.cells(&batch[i], &mut cells) {
-                Ok(()) => records.push(i),
-                Err(reason) => rejected.push(Rejected { index: i, reason }),
-            }
-        }
-        cache.insert(key, layout.clone());
-        groups.push(Group { layout, records });
     }
     rejected.sort_by_key(|r| r.index);
     Ok(groups)
+}
+
+/// [`prepare`] for one table: on error, the error and the records still bound for the table.
+async fn prepare_table<C: Catalog>(
+    catalog: &mut C,
+    cached: Option<Layout>,
+    table: &str,
+    batch: &[Record],
+    mut indices: Vec<usize>,
+    rules: &Rules<'_, impl Fn(&Record) -> Result<(), String>>,
+    rejected: &mut Vec<Rejected>,
+) -> Result<Group, (SinkError, Vec<usize>)> {
+    let loaded = match cached {
+        Some(l) => Ok(Some(l)),
+        None => catalog.load(table).await,
+    };
+    let mut layout = match loaded {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            if let Err(e) = catalog.create(table).await {
+                return Err((e, indices));
+            }
+            match catalog.load(table).await {
+                Ok(Some(l)) => l,
+                // Created "if not exists", yet not a table: another relation (an index, a
+                // view) holds the name.
+                Ok(None) => {
+                    let reason = format!(
+                        "table {table:?} cannot be created: the database has another object \
+                         (an index, a view) of that name; rename the measurement or that object"
+                    );
+                    return Err((SinkError::Config(reason), indices));
+                }
+                Err(e) => return Err((e, indices)),
+            }
+        }
+        Err(e) => return Err((e, indices)),
+    };
+
+    // Columns the batch needs that the table lacks; the first value seen sets the type. A
+    // record whose new columns would pass the cap is refused before any DDL.
+    let mut added = HashSet::new();
+    let mut missing = Vec::new();
+    let mut width = layout.columns.len() + 2;
+    indices.retain(|&i| {
+        let r = &batch[i];
+        let tags = r.tags.keys().map(|k| (k, ColType::Text));
+        let mut new: Vec<(&String, ColType)> = tags
+            .chain(r.fields.iter().map(|(k, v)| (k, ColType::of(v))))
+            .filter(|(name, _)| layout.column(name).is_none() && !added.contains(&name.to_ascii_lowercase()))
+            .collect();
+        if width + new.len() > rules.max_columns {
+            let reason = column_cap_reason(&layout.table, width + new.len(), rules.max_columns);
+            rejected.push(Rejected { index: i, reason });
+            return false;
+        }
+        width += new.len();
+        for (name, ty) in new.drain(..) {
+            added.insert(name.to_ascii_lowercase());
+            missing.push((name.clone(), ty));
+        }
+        true
+    });
+    // Columns the database refused to add, with its reason.
+    let mut refused: HashMap<String, String> = HashMap::new();
+    if !missing.is_empty() {
+        for (name, ty) in &missing {
+            let result = catalog.add_column(&layout.table, name, *ty).await;
+            note_refusal(result, name, &mut refused).map_err(|e| (e, indices.clone()))?;
+        }
+        layout = reload(catalog, &layout.table).await.map_err(|e| (e, indices.clone()))?;
+    }
+
+    // Bigint columns that receive floats become double.
+    let mut widen = Vec::new();
+    for &i in &indices {
+        for (name, v) in &batch[i].fields {
+            if let (FieldValue::Float(_), Some((c, ColType::BigInt))) = (v, layout.column(name)) {
+                let column = layout.columns[c].0.clone();
+                if !widen.contains(&column) {
+                    widen.push(column);
+                }
+            }
+        }
+    }
+    if !widen.is_empty() {
+        for column in &widen {
+            let result = catalog.widen(&layout.table, column).await;
+            note_refusal(result, column, &mut refused).map_err(|e| (e, indices.clone()))?;
+        }
+        layout = reload(catalog, &layout.table).await.map_err(|e| (e, indices.clone()))?;
+    }
+
+    let mut cells = Vec::new();
+    let mut records = Vec::with_capacity(indices.len());
+    for i in indices {
+        let r = &batch[i];
+        let names = r.tags.keys().chain(r.fields.keys());
+        let why = names.filter_map(|n| refused.get(&n.to_ascii_lowercase())).next();
+        match (why, layout.cells(r, &mut cells)) {
+            (Some(reason), _) => rejected.push(Rejected { index: i, reason: reason.clone() }),
+            (None, Ok(())) => records.push(i),
+            (None, Err(reason)) => rejected.push(Rejected { index: i, reason }),
+        }
+    }
+    Ok(Group { layout, records })
 }
 
 /// A database driver's error, as the typed SQL sinks read it.
@@ -314,6 +416,22 @@ pub(crate) async fn write_batch<W: BatchWriter>(
         }
     }
     Ok(outcome)
+}
+
+/// Notes a column change the database refused for good (the records that need the column are
+/// refused with its reason); passes on other errors.
+fn note_refusal(
+    result: Result<(), SinkError>,
+    column: &str,
+    refused: &mut HashMap<String, String>,
+) -> Result<(), SinkError> {
+    match result {
+        Err(SinkError::Config(reason)) => {
+            refused.insert(column.to_ascii_lowercase(), reason);
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 async fn reload<C: Catalog>(catalog: &mut C, table: &str) -> Result<Layout, SinkError> {

@@ -18,6 +18,10 @@ pub struct MysqlConfig {
     /// Connections kept open; one write is in flight per sink.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// The most columns a table may reach (`time` and `device` included); a record that would
+    /// add columns past it is refused with that reason. Default 1000; at most 1017 (InnoDB's limit).
+    #[serde(default = "crate::sql::default_max_columns")]
+    pub max_columns: usize,
 }
 
 fn default_pool_size() -> usize {
@@ -45,6 +49,7 @@ impl SinkConfig for MysqlConfig {
             ident::validate(&self.table_prefix)
                 .map_err(|e| SinkError::Config(format!("mysql sink: table_prefix: {e}")))?;
         }
+        crate::sql::check_max_columns("mysql", self.max_columns, 1017)?;
         if self.pool_size == 0 {
             return Err(SinkError::Config("mysql sink: pool_size must be at least 1".into()));
         }
@@ -58,7 +63,12 @@ mod tests {
 
     #[test]
     fn the_url_must_name_a_database() {
-        let c = |url: &str| MysqlConfig { url: url.into(), table_prefix: String::new(), pool_size: 2 };
+        let c = |url: &str| MysqlConfig {
+            url: url.into(),
+            table_prefix: String::new(),
+            pool_size: 2,
+            max_columns: crate::sql::DEFAULT_MAX_COLUMNS,
+        };
         c("mysql://root@127.0.0.1:3306/roost").validate().unwrap();
         assert!(c("mysql://root@127.0.0.1:3306").validate().unwrap_err().to_string().contains("database"));
         assert!(c("postgres://x/y").validate().is_err());

@@ -112,11 +112,16 @@ pub struct MyCatalog<'c> {
 
 impl MyCatalog<'_> {
     /// Runs DDL; the server error `already` (another writer did it first) counts as success.
+    /// Errors the server will repeat (identifier too long, too many columns, row size too
+    /// large, no permission) are permanent: they refuse the records that need the DDL.
     async fn ddl(&mut self, sql: String, already: &[u16]) -> Result<(), SinkError> {
         match self.conn.query_drop(&sql).await {
             Ok(()) => Ok(()),
             Err(mysql_async::Error::Server(s)) if already.contains(&s.code) => Ok(()),
-            Err(e) => Err(SinkError::Unavailable(format!("mysql sink: {sql}: {}", describe(&e)))),
+            Err(e) if e.is_transient() => {
+                Err(SinkError::Unavailable(format!("mysql sink: {sql}: {}", describe(&e))))
+            }
+            Err(e) => Err(SinkError::Config(format!("mysql sink: {sql}: {}", describe(&e)))),
         }
     }
 }
@@ -156,7 +161,8 @@ impl Catalog for MyCatalog<'_> {
     }
 
     async fn create(&mut self, table: &str) -> Result<(), SinkError> {
-        let index = quote(&format!("{table}_device_time"));
+        // MySQL allows 64 characters; index names are per table.
+        let index = quote(&names::index_name(table, 64));
         let sql = format!(
             "CREATE TABLE IF NOT EXISTS {} (time DATETIME(6) NOT NULL, device VARCHAR(255) NOT NULL, \
              INDEX {index} (device, time)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",

@@ -17,6 +17,9 @@ use crate::{OpenSink, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteO
 /// MySQL's limit on placeholders in one prepared statement.
 const MAX_PARAMS: usize = 65_535;
 
+/// The longest table name the server keeps, in bytes.
+const MAX_NAME: usize = 64;
+
 /// Writes batches to MySQL or MariaDB.
 pub struct MysqlSink {
     config: MysqlConfig,
@@ -98,8 +101,14 @@ impl BatchWriter for MyWrite<'_> {
         rejected: &mut Vec<Rejected>,
     ) -> Result<Vec<Group>, SinkError> {
         let mut catalog = MyCatalog { conn: &mut self.conn };
-        let prefix = &self.sink.config.table_prefix;
-        sql::prepare(&mut catalog, &mut self.sink.cache, batch, prefix, check_values, rejected).await
+        let config = &self.sink.config;
+        let rules = sql::Rules {
+            table_prefix: &config.table_prefix,
+            check: check_values,
+            max_columns: config.max_columns,
+            max_name: MAX_NAME,
+        };
+        sql::prepare(&mut catalog, &mut self.sink.cache, batch, &rules, rejected).await
     }
 
     async fn write_groups(&mut self, batch: &[Record], groups: &[Group]) -> Result<(), Self::Error> {

@@ -47,6 +47,10 @@ pub struct PostgresConfig {
     /// How long connecting may take, in milliseconds.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// The most columns a table may reach (`time` and `device` included); a record that would
+    /// add columns past it is refused with that reason. Default 1000; at most 1600 (PostgreSQL's limit).
+    #[serde(default = "crate::sql::default_max_columns")]
+    pub max_columns: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +116,7 @@ impl SinkConfig for PostgresConfig {
                 return bad(format!("table_prefix: {e}"));
             }
         }
+        crate::sql::check_max_columns("postgres", self.max_columns, 1600)?;
         if self.max_statement_bytes < 1024 {
             return bad("max_statement_bytes must be at least 1024".into());
         }
@@ -157,6 +162,7 @@ mod tests {
             (serde_json::json!({"table_prefix": "x-"}), "table_prefix"),
             (serde_json::json!({"chunk_interval": "1 day; DROP TABLE x"}), "chunk_interval"),
             (serde_json::json!({"pool_size": 0}), "pool_size"),
+            (serde_json::json!({"max_columns": 1601}), "max_columns"),
             (serde_json::json!({"ca_file": "/etc/ca.pem"}), "sslmode=require"),
             (serde_json::json!({"url": "nonsense://"}), "url"),
         ] {

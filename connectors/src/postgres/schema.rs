@@ -115,6 +115,17 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// A DDL statement's error: worth retrying ([`DbError::is_transient`]) or refused for good (a
+/// name clash, too many columns, no permission), which refuses the records that need it.
+fn ddl_error(sql: &str, e: &tokio_postgres::Error) -> SinkError {
+    let message = format!("postgres sink: {sql}: {}", describe(e));
+    if e.is_transient() {
+        SinkError::Unavailable(message)
+    } else {
+        SinkError::Config(message)
+    }
+}
+
 pub fn unavailable(e: &tokio_postgres::Error) -> SinkError {
     SinkError::Unavailable(format!("postgres sink: {}", describe(e)))
 }
@@ -133,12 +144,13 @@ impl PgCatalog<'_> {
         format!("{}.{}", quote(self.schema), quote(table))
     }
 
-    /// Runs DDL; errors that mean "another writer did it first" count as success.
+    /// Runs DDL; errors that mean "another writer did it first" count as success, and errors
+    /// the database will repeat are permanent ([`ddl_error`]).
     async fn ddl(&self, sql: &str, already: &[SqlState]) -> Result<(), SinkError> {
         match self.client.batch_execute(sql).await {
             Ok(()) => Ok(()),
             Err(e) if e.code().is_some_and(|c| already.contains(c)) => Ok(()),
-            Err(e) => Err(SinkError::Unavailable(format!("postgres sink: {sql}: {}", describe(&e)))),
+            Err(e) => Err(ddl_error(sql, &e)),
         }
     }
 }
@@ -188,7 +200,8 @@ impl Catalog for PgCatalog<'_> {
             &exists,
         )
         .await?;
-        let index = quote(&format!("{table}_device_time_idx"));
+        // PostgreSQL cuts names at 63 bytes.
+        let index = quote(&names::index_name(table, 63));
         self.ddl(&format!("CREATE INDEX IF NOT EXISTS {index} ON {full} (device, time DESC)"), &exists)
             .await?;
         if let Some((extension_schema, interval)) = self.hypertable {
@@ -202,12 +215,7 @@ impl Catalog for PgCatalog<'_> {
             self.client
                 .execute_typed(&sql, &[(&relation, Type::TEXT), (&interval, Type::TEXT)])
                 .await
-                .map_err(|e| {
-                    SinkError::Unavailable(format!(
-                        "postgres sink: create_hypertable({relation}): {}",
-                        describe(&e)
-                    ))
-                })?;
+                .map_err(|e| ddl_error(&format!("create_hypertable({relation})"), &e))?;
         }
         Ok(())
     }

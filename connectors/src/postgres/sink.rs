@@ -20,6 +20,9 @@ use crate::{OpenSink, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteO
 /// PostgreSQL's limit on bound parameters in one statement.
 const MAX_PARAMS: usize = 65_535;
 
+/// The longest table name the server keeps, in bytes.
+const MAX_NAME: usize = 63;
+
 /// Writes batches to PostgreSQL or TimescaleDB.
 pub struct PostgresSink {
     kind: &'static str,
@@ -173,8 +176,13 @@ impl BatchWriter for PgWrite<'_> {
             schema: &config.schema,
             hypertable: self.hypertable.as_deref().map(|ext| (ext, config.chunk_interval.as_str())),
         };
-        sql::prepare(&mut catalog, &mut self.sink.cache, batch, &config.table_prefix, check_text, rejected)
-            .await
+        let rules = sql::Rules {
+            table_prefix: &config.table_prefix,
+            check: check_text,
+            max_columns: config.max_columns,
+            max_name: MAX_NAME,
+        };
+        sql::prepare(&mut catalog, &mut self.sink.cache, batch, &rules, rejected).await
     }
 
     async fn write_groups(&mut self, batch: &[Record], groups: &[Group]) -> Result<(), Self::Error> {

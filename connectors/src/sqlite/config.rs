@@ -20,6 +20,10 @@ pub struct SqliteConfig {
     /// How long a write waits for another writer's lock, in milliseconds. Default 5000.
     #[serde(default = "default_busy_timeout_ms")]
     pub busy_timeout_ms: u64,
+    /// The most columns a table may reach (`time` and `device` included); a record that would
+    /// add columns past it is refused with that reason. Default 1000; at most 2000 (SQLite's limit).
+    #[serde(default = "crate::sql::default_max_columns")]
+    pub max_columns: usize,
 }
 
 /// SQLite's `PRAGMA synchronous` levels that make sense with WAL.
@@ -46,6 +50,7 @@ impl Default for SqliteConfig {
             path: default_path(),
             synchronous: Synchronous::default(),
             busy_timeout_ms: default_busy_timeout_ms(),
+            max_columns: crate::sql::DEFAULT_MAX_COLUMNS,
         }
     }
 }
@@ -64,6 +69,7 @@ impl SqliteConfig {
 impl SinkConfig for SqliteConfig {
     /// Checks the options without opening the file.
     fn validate(&self) -> Result<(), SinkError> {
+        crate::sql::check_max_columns("sqlite", self.max_columns, 2000)?;
         let p = &self.path;
         if p.as_os_str().is_empty() || p.file_name().is_none() {
             return Err(SinkError::Config(format!("sqlite sink: path {p:?} does not name a file")));

@@ -23,6 +23,8 @@ struct Inner {
     conn: Connection,
     /// Lower-cased table name -> its layout, as last read or written by this sink.
     tables: HashMap<String, Table>,
+    /// The `max_columns` option.
+    max_columns: usize,
 }
 
 #[async_trait]
@@ -57,7 +59,7 @@ impl OpenSink for SqliteSink {
             };
             conn.execute_batch(&format!("PRAGMA synchronous={sync}")).map_err(unavailable)?;
             conn.set_prepared_statement_cache_capacity(256);
-            Ok(Inner { conn, tables: HashMap::new() })
+            Ok(Inner { conn, tables: HashMap::new(), max_columns: config.max_columns })
         })
         .await
         .map_err(|e| SinkError::Unavailable(format!("sqlite sink: open task failed: {e}")))??;
@@ -102,9 +104,10 @@ impl Inner {
                 outcome.rejected.push(Rejected { index, reason });
                 continue;
             }
-            let table = match ensure_table(&tx, &mut self.tables, record) {
+            let table = match ensure_table(&tx, &mut self.tables, record, self.max_columns) {
                 Ok(t) => t,
-                // A table Roost cannot write (not created by it): refuse its records only.
+                // A table Roost cannot write (not created by it), a schema change the database
+                // refuses or one past max_columns: refuse the record only.
                 Err(SinkError::Config(reason)) => {
                     outcome.rejected.push(Rejected { index, reason });
                     continue;
@@ -144,11 +147,14 @@ fn column(table: &Table, name: &str) -> usize {
     table.index[&name.to_ascii_lowercase()]
 }
 
-/// Creates the record's table and any missing columns, and returns the table's layout.
+/// Creates the record's table and any missing columns, and returns the table's layout. A
+/// schema change the database refuses for good (a name clash, too many columns) or one past
+/// `max_columns` is a [`SinkError::Config`] that refuses the record.
 fn ensure_table<'t>(
     tx: &rusqlite::Transaction<'_>,
     tables: &'t mut HashMap<String, Table>,
     record: &Record,
+    max_columns: usize,
 ) -> Result<&'t Table, SinkError> {
     let key = record.measurement.to_ascii_lowercase();
     let known = tables.get(&key).is_some_and(|t| t.missing(record).is_empty());
@@ -159,6 +165,12 @@ fn ensure_table<'t>(
         };
         let missing: Vec<(String, &str)> =
             table.missing(record).into_iter().map(|(n, t)| (n.to_owned(), t)).collect();
+        let width = table.columns.len() + missing.len();
+        if width > max_columns {
+            let reason = crate::sql::column_cap_reason(&table.name, width, max_columns);
+            tables.insert(key, table);
+            return Err(SinkError::Config(reason));
+        }
         if !missing.is_empty() {
             let mut columns = table.columns.clone();
             for (name, ty) in missing {
@@ -169,7 +181,7 @@ fn ensure_table<'t>(
                     Err(e) if e.to_string().contains("duplicate column") => {
                         columns = read_columns(tx, &table.name)?;
                     }
-                    Err(e) => return Err(unavailable(e)),
+                    Err(e) => return Err(ddl_error(e)),
                 }
             }
             table = Table::new(table.name, columns);
@@ -193,7 +205,9 @@ fn load_or_create(tx: &rusqlite::Transaction<'_>, measurement: &str) -> Result<T
         Some(name) => name,
         None => {
             let q = quote(measurement);
-            let index = quote(&format!("{measurement}_device_time"));
+            // A name no measurement can take ([`crate::names::index_name`]). Tables created
+            // before keep their old `<measurement>_device_time` index.
+            let index = quote(&crate::names::index_name(measurement, 63));
             tx.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {q} ({} INTEGER NOT NULL, {} TEXT NOT NULL);
                  CREATE INDEX IF NOT EXISTS {index} ON {q} ({}, {});",
@@ -202,7 +216,7 @@ fn load_or_create(tx: &rusqlite::Transaction<'_>, measurement: &str) -> Result<T
                 quote(DEVICE),
                 quote(TIME),
             ))
-            .map_err(unavailable)?;
+            .map_err(ddl_error)?;
             measurement.to_owned()
         }
     };
@@ -239,6 +253,16 @@ fn is_transient(e: &rusqlite::Error) -> bool {
                 | ErrorCode::OutOfMemory
         )
     )
+}
+
+/// A DDL statement's error: worth retrying, or refused for good (a name another table's index
+/// holds, too many columns), which refuses the record that needs it.
+fn ddl_error(e: rusqlite::Error) -> SinkError {
+    if is_transient(&e) {
+        unavailable(e)
+    } else {
+        SinkError::Config(format!("sqlite sink: {e}"))
+    }
 }
 
 fn unavailable(e: rusqlite::Error) -> SinkError {

@@ -89,6 +89,10 @@ pub trait Backend {
     async fn tables(&self) -> Vec<String>;
     /// Creates a table with a layout Roost did not make.
     async fn create_foreign_table(&self, table: &str);
+    /// Adds an index named `index` on `table` (typed databases only), as an older Roost did.
+    async fn create_index(&self, table: &str, index: &str) {
+        unreachable!("{}: no indexes to create on {table} ({index})", self.kind())
+    }
 
     async fn open_with(&self, options: Value) -> Box<dyn Sink> {
         let ctx = SinkContext { data_dir: std::env::temp_dir() };
@@ -188,6 +192,10 @@ impl Backend for Sqlite {
     async fn create_foreign_table(&self, table: &str) {
         let conn = rusqlite::Connection::open(&self.file).unwrap();
         conn.execute_batch(&format!("CREATE TABLE \"{table}\" (id INTEGER PRIMARY KEY, v TEXT)")).unwrap();
+    }
+    async fn create_index(&self, table: &str, index: &str) {
+        let conn = rusqlite::Connection::open(&self.file).unwrap();
+        conn.execute_batch(&format!("CREATE INDEX \"{index}\" ON \"{table}\" (device, time)")).unwrap();
     }
 }
 
@@ -304,6 +312,10 @@ impl Backend for Postgres {
         let sql = format!("CREATE TABLE \"{}\".\"{table}\" (id serial PRIMARY KEY, v text)", self.schema);
         self.client().await.batch_execute(&sql).await.unwrap();
     }
+    async fn create_index(&self, table: &str, index: &str) {
+        let sql = format!("CREATE INDEX \"{index}\" ON \"{}\".\"{table}\" (device, time)", self.schema);
+        self.client().await.batch_execute(&sql).await.unwrap();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -405,6 +417,12 @@ impl Backend for Mysql {
         conn.query_drop(format!("CREATE TABLE `{table}` (id INT PRIMARY KEY AUTO_INCREMENT, v TEXT)"))
             .await
             .unwrap();
+        conn.disconnect().await.unwrap();
+    }
+    async fn create_index(&self, table: &str, index: &str) {
+        use mysql_async::prelude::Queryable;
+        let mut conn = self.conn().await;
+        conn.query_drop(format!("CREATE INDEX `{index}` ON `{table}` (device, time)")).await.unwrap();
         conn.disconnect().await.unwrap();
     }
 }

@@ -313,6 +313,129 @@ pub async fn a_table_not_created_by_roost_refuses_only_its_records(b: &impl Back
     assert_eq!(sorted(b.rows("env").await), expected(b, &batch[1..]));
 }
 
+/// The index Roost makes for `env` must not take the name of a later measurement's table
+/// (SQLite and PostgreSQL keep tables and indexes in one namespace).
+pub async fn a_measurement_named_like_another_tables_index_gets_its_own_table(b: &impl Backend) {
+    let mut s = b.open().await;
+    let first = vec![rec("env", "d", T0, &[("t", FieldValue::Int(1))])];
+    assert_eq!(write(&mut s, first.clone()).await.written, 1);
+    let second = vec![
+        rec("env_device_time", "d", T0, &[("t", FieldValue::Int(2))]),
+        rec("env_device_time_idx", "d", T0, &[("t", FieldValue::Int(3))]),
+        rec("env", "d", T0 + 1000, &[("t", FieldValue::Int(4))]),
+    ];
+    let out = write(&mut s, second.clone()).await;
+    drop(s);
+    assert_eq!((out.written, out.rejected.len()), (3, 0), "{out:?}");
+    assert_eq!(b.tables().await, ["env", "env_device_time", "env_device_time_idx"]);
+    assert_eq!(sorted(b.rows("env").await), expected(b, &[first[0].clone(), second[2].clone()]));
+    assert_eq!(b.rows("env_device_time").await, expected(b, &second[..1]));
+}
+
+/// A database made by an older Roost has `env_device_time` as `env`'s index: a measurement of
+/// that name cannot get a table there (SQLite, PostgreSQL). Its records are refused with the
+/// database's reason, every time, and the sink goes on writing the others.
+pub async fn a_name_held_by_an_index_rejects_only_its_records(b: &impl Backend) {
+    let mut s = b.open().await;
+    let env = |t: i64| rec("env", "d", T0 + t, &[("t", FieldValue::Int(t))]);
+    assert_eq!(write(&mut s, vec![env(0)]).await.written, 1);
+    drop(s);
+    b.create_index("env", "env_device_time").await;
+    let clash = |t: i64| rec("env_device_time", "d", T0 + t, &[("t", FieldValue::Int(t))]);
+    // MySQL's index names are per table: there is no clash.
+    let clashes = b.kind() != "mysql";
+    let mut s = b.open().await;
+    for t in [1000, 2000] {
+        let out = write(&mut s, vec![clash(t), env(t)]).await;
+        if clashes {
+            assert_eq!(out.written, 1, "{out:?}");
+            assert_eq!(out.rejected.len(), 1, "{out:?}");
+            assert_eq!(out.rejected[0].index, 0);
+            assert!(!out.rejected[0].reason.is_empty());
+        } else {
+            assert_eq!((out.written, out.rejected.len()), (2, 0), "{out:?}");
+        }
+    }
+    drop(s);
+    assert_eq!(sorted(b.rows("env").await), expected(b, &[env(0), env(1000), env(2000)]));
+}
+
+/// A measurement of 63 characters (the longest valid name) gets its table and index, where
+/// `<table>_device_time` used to pass MySQL's 64-character limit. With a table_prefix the
+/// table name itself can pass the database's limit: those records are refused with the reason.
+pub async fn a_sixty_three_character_measurement_gets_its_table(b: &impl Backend) {
+    let long = format!("a_measurement_name_of_sixty_three_characters_{}", "x".repeat(18));
+    assert_eq!(long.len(), 63);
+    let mut s = b.open().await;
+    let batch = vec![
+        rec(&long, "d", T0, &[("t", FieldValue::Int(1))]),
+        rec("env", "d", T0, &[("t", FieldValue::Int(2))]),
+    ];
+    let out = write(&mut s, batch.clone()).await;
+    assert_eq!((out.written, out.rejected.len()), (2, 0), "{out:?}");
+    let next = rec(&long, "d", T0 + 1000, &[("t", FieldValue::Int(3))]);
+    assert_eq!(write(&mut s, vec![next.clone()]).await.written, 1);
+    drop(s);
+    assert_eq!(sorted(b.rows(&long).await), expected(b, &[batch[0].clone(), next]));
+
+    // SQLite has neither a table_prefix nor a limit on names.
+    if b.kind() == "sqlite" {
+        return;
+    }
+    let mut options = b.options();
+    options["table_prefix"] = serde_json::json!("pp");
+    let mut s = b.open_with(options).await;
+    let out = write(&mut s, batch.clone()).await;
+    drop(s);
+    assert_eq!(out.written, 1, "{out:?}");
+    assert_eq!(out.rejected.len(), 1, "{out:?}");
+    assert_eq!(out.rejected[0].index, 0);
+    assert!(out.rejected[0].reason.contains("longer than"), "{out:?}");
+    assert_eq!(b.rows("ppenv").await, expected(b, &batch[1..]));
+}
+
+/// Columns past `max_columns` refuse the records that would add them, before any DDL; the
+/// other records of the batch and of the next batches are written.
+pub async fn columns_past_max_columns_reject_only_their_records(b: &impl Backend) {
+    let fields = |prefix: &str, n: usize| -> Vec<(String, FieldValue)> {
+        (0..n).map(|i| (format!("{prefix}{i}"), FieldValue::Int(i as i64))).collect()
+    };
+    let wide = |t: i64, f: Vec<(String, FieldValue)>| {
+        let mut r = Record::new("wide", "d", T0 + t);
+        r.fields.extend(f);
+        r
+    };
+    let mut options = b.options();
+    options["max_columns"] = serde_json::json!(20);
+    let mut s = b.open_with(options).await;
+    // time, device and f0..f9 make 12 columns; g0..g9 would make 22.
+    let first = vec![
+        wide(0, fields("f", 10)),
+        wide(1000, fields("g", 10)),
+        rec("env", "d", T0, &[("t", FieldValue::Int(1))]),
+        wide(2000, fields("f", 5)),
+    ];
+    let out = write(&mut s, first.clone()).await;
+    assert_eq!(out.written, 3, "{out:?}");
+    assert_eq!(out.rejected.len(), 1, "{out:?}");
+    assert_eq!(out.rejected[0].index, 1);
+    assert!(out.rejected[0].reason.contains("max_columns"), "{out:?}");
+    // h0..h7 make exactly 20; one more is refused.
+    let second = vec![
+        wide(3000, fields("h", 8)),
+        wide(4000, fields("k", 1)),
+        rec("env", "d", T0 + 1000, &[("t", FieldValue::Int(2))]),
+    ];
+    let out = write(&mut s, second.clone()).await;
+    drop(s);
+    assert_eq!(out.written, 2, "{out:?}");
+    assert_eq!(out.rejected.iter().map(|r| r.index).collect::<Vec<_>>(), [1], "{out:?}");
+    assert!(out.rejected[0].reason.contains("max_columns"), "{out:?}");
+    let kept = [first[0].clone(), first[3].clone(), second[0].clone()];
+    assert_eq!(sorted(b.rows("wide").await), expected(b, &kept));
+    assert_eq!(sorted(b.rows("env").await), expected(b, &[first[2].clone(), second[2].clone()]));
+}
+
 /// InfluxDB refuses lines whose field type differs from the stored one, answering 400 "partial
 /// write" that names only the first conflict: the sink finds every refused line (re-sending the
 /// unaccounted ones in halves when the answer does not name them all), rejects exactly those

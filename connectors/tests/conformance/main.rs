@@ -39,6 +39,10 @@ macro_rules! all_cases {
             an_empty_batch_writes_nothing,
             a_batch_of_ten_thousand_records,
             a_table_not_created_by_roost_refuses_only_its_records,
+            a_measurement_named_like_another_tables_index_gets_its_own_table,
+            a_name_held_by_an_index_rejects_only_its_records,
+            a_sixty_three_character_measurement_gets_its_table,
+            columns_past_max_columns_reject_only_their_records,
             $($extra),*
         ]);
     };
