@@ -4,7 +4,8 @@
 //!
 //! While a write is retried the mailbox fills and senders wait: backpressure reaches the broker
 //! instead of an unbounded queue growing. When every sender is gone the actor flushes what it
-//! holds and exits.
+//! holds and exits. At the stop deadline it stops retrying, and cuts a write still in flight:
+//! what it could not write goes to the dead-letter store.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use roost_connectors::{Sink, SinkError};
 use roost_core::Record;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::deadletter::{DeadLetters, Letter};
 use crate::ratelimit::RateLimit;
@@ -55,6 +56,9 @@ pub struct SinkActor {
     give_up: CancellationToken,
     dead_letters: DeadLetters,
     rejected_log: RateLimit,
+    /// Since when writes have been failing (the sink is down), for one log line when it goes
+    /// down and one when it recovers.
+    down_since: Option<Instant>,
 }
 
 impl SinkActor {
@@ -78,6 +82,7 @@ impl SinkActor {
             give_up,
             dead_letters,
             rejected_log: RateLimit::new(10, Duration::from_secs(10)),
+            down_since: None,
         };
         (actor, handle)
     }
@@ -132,10 +137,24 @@ impl SinkActor {
                 return;
             }
             let started = Instant::now();
-            let result = self.sink.write(batch.clone()).await;
+            // A write hung on a dead peer is raced against the stop deadline: past it the batch
+            // goes to the dead-letter store (it may also have reached the database: a replay
+            // can then write it twice) instead of being lost with the process.
+            let result = tokio::select! {
+                result = self.sink.write(batch.clone()) => Some(result),
+                _ = self.give_up.cancelled() => None,
+            };
+            let Some(result) = result else {
+                let e = SinkError::Unavailable("stop deadline passed while a write was in flight".into());
+                self.fail(&batch, &e);
+                return;
+            };
             let elapsed = started.elapsed();
             match result {
                 Ok(outcome) => {
+                    if let Some(since) = self.down_since.take() {
+                        info!(sink = %self.stats.name, down_ms = since.elapsed().as_millis() as u64, "sink recovered");
+                    }
                     self.stats.records_written.fetch_add(outcome.written as u64, Relaxed);
                     self.stats.records_rejected.fetch_add(outcome.rejected.len() as u64, Relaxed);
                     self.stats.batches.fetch_add(1, Relaxed);
@@ -162,10 +181,17 @@ impl SinkActor {
                         self.fail(&batch, &e);
                         return;
                     }
-                    warn!(sink = %self.stats.name, records = batch.len(), error = %e,
-                          retry_in_ms = backoff.as_millis() as u64, "write failed, will retry");
+                    let wait = jittered(backoff);
+                    if self.down_since.is_none() {
+                        self.down_since = Some(Instant::now());
+                        warn!(sink = %self.stats.name, records = batch.len(), error = %e,
+                              "sink down: writes fail, retrying with backoff until it recovers");
+                    } else {
+                        debug!(sink = %self.stats.name, error = %e, retry_in_ms = wait.as_millis() as u64,
+                               "write failed again, will retry");
+                    }
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = self.give_up.cancelled() => {
                             self.fail(&batch, &e);
                             return;
@@ -191,4 +217,10 @@ impl SinkActor {
             });
         }
     }
+}
+
+/// A retry delay between half and all of `backoff`, so that sinks (and Roost nodes) that failed
+/// together do not retry in step.
+fn jittered(backoff: Duration) -> Duration {
+    backoff.mul_f64(rand::random_range(0.5..=1.0))
 }
