@@ -8,8 +8,8 @@
 //!
 //! The store is a SQLite file of its own (`<data_dir>/deadletter.db`), apart from every sink, so a
 //! failing database cannot take its dead letters with it. Letters reach it through a bounded
-//! mailbox that never blocks the data path: if the mailbox is full the letter is counted as
-//! dropped (and logged), and the oldest entries are trimmed beyond `deadletter.max_entries`.
+//! mailbox: a writer waits for room rather than dropping a letter, and the oldest entries are
+//! trimmed beyond `deadletter.max_entries`.
 //! [`api`] lists, replays and deletes entries; [`cli`] is `roost deadletter ...`.
 
 pub mod api;
@@ -28,8 +28,6 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
-use crate::ratelimit::RateLimit;
-
 /// `[deadletter]` settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,7 +42,7 @@ impl Default for DeadLetterSettings {
     }
 }
 
-/// Letters queued for the store before new ones are dropped (and counted).
+/// Letters queued for the store before writers wait for room.
 const MAILBOX: usize = 10_000;
 
 #[derive(Debug, Error)]
@@ -93,7 +91,7 @@ pub struct Entry {
 pub struct DeadLetterStats {
     /// Letters written to the store.
     pub stored: AtomicU64,
-    /// Letters lost: the mailbox was full, the store failed, or trimmed beyond max_entries.
+    /// Letters lost: the store failed, or trimmed beyond max_entries.
     pub dropped: AtomicU64,
     /// Entries replayed into their sink or pipeline.
     pub replayed: AtomicU64,
@@ -104,13 +102,12 @@ enum Command {
     Flush(oneshot::Sender<()>),
 }
 
-/// The handle every actor holds: cheap to clone, never blocks.
+/// The handle every actor holds: cheap to clone; `put` waits while the store catches up.
 #[derive(Clone)]
 pub struct DeadLetters {
     tx: mpsc::Sender<Command>,
     db: Arc<Mutex<Connection>>,
     pub stats: Arc<DeadLetterStats>,
-    full_log: Arc<RateLimit>,
 }
 
 /// Filters for listing, replaying and deleting.
@@ -152,24 +149,17 @@ impl DeadLetters {
         )
         .map_err(open_err)?;
         let (tx, rx) = mpsc::channel(MAILBOX);
-        let store = DeadLetters {
-            tx,
-            db: Arc::new(Mutex::new(conn)),
-            stats: Arc::default(),
-            full_log: Arc::new(RateLimit::new(10, Duration::from_secs(10))),
-        };
+        let store = DeadLetters { tx, db: Arc::new(Mutex::new(conn)), stats: Arc::default() };
         tokio::spawn(writer(rx, store.db.clone(), store.stats.clone(), settings.max_entries));
         Ok(store)
     }
 
-    /// Puts a letter aside. Never waits: if the store cannot keep up, the letter is counted as
-    /// dropped and logged.
-    pub fn put(&self, letter: Letter) {
-        if self.tx.try_send(Command::Put(letter)).is_err() {
+    /// Puts a letter aside, waiting for room if the store is behind (backpressure, never a
+    /// drop). Only if the writer task is gone is the letter counted as dropped.
+    pub async fn put(&self, letter: Letter) {
+        if self.tx.send(Command::Put(letter)).await.is_err() {
             self.stats.dropped.fetch_add(1, Relaxed);
-            if let Some(suppressed) = self.full_log.check() {
-                error!(suppressed, "dead-letter store cannot keep up: letter dropped");
-            }
+            error!("dead-letter store stopped: letter dropped");
         }
     }
 
@@ -457,17 +447,23 @@ mod tests {
     async fn letters_round_trip_and_are_selected_by_source_and_id() {
         let dir = tempfile::tempdir().unwrap();
         let store = DeadLetters::open(dir.path(), &DeadLetterSettings::default()).unwrap();
-        store.put(Letter::Record { sink: "pg".into(), reason: "type conflict".into(), record: record(1) });
-        store.put(Letter::Message {
-            pipeline: "default".into(),
-            reason: "not JSON".into(),
-            message: message(b"oops"),
-        });
-        store.put(Letter::Message {
-            pipeline: "default".into(),
-            reason: "binary".into(),
-            message: message(&[0xff, 0]),
-        });
+        store
+            .put(Letter::Record { sink: "pg".into(), reason: "type conflict".into(), record: record(1) })
+            .await;
+        store
+            .put(Letter::Message {
+                pipeline: "default".into(),
+                reason: "not JSON".into(),
+                message: message(b"oops"),
+            })
+            .await;
+        store
+            .put(Letter::Message {
+                pipeline: "default".into(),
+                reason: "binary".into(),
+                message: message(&[0xff, 0]),
+            })
+            .await;
         store.flush().await;
         assert_eq!(store.count().unwrap(), 3);
         assert_eq!(store.stats.stored.load(Relaxed), 3);
@@ -504,7 +500,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DeadLetters::open(dir.path(), &DeadLetterSettings { max_entries: 5 }).unwrap();
         for i in 0..8 {
-            store.put(Letter::Record { sink: "s".into(), reason: "r".into(), record: record(i) });
+            store.put(Letter::Record { sink: "s".into(), reason: "r".into(), record: record(i) }).await;
         }
         store.flush().await;
         assert_eq!(store.count().unwrap(), 5);
@@ -523,7 +519,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = DeadLetters::open(dir.path(), &DeadLetterSettings::default()).unwrap();
-            store.put(Letter::Record { sink: "s".into(), reason: "r".into(), record: record(9) });
+            store.put(Letter::Record { sink: "s".into(), reason: "r".into(), record: record(9) }).await;
             store.flush().await;
         }
         let store = DeadLetters::open(dir.path(), &DeadLetterSettings::default()).unwrap();
