@@ -130,11 +130,13 @@ impl PipelineActor {
                 warn!(pipeline = %self.stats.name, topic = %msg.topic, client_id = %msg.client_id,
                       error = %e, suppressed, "message not processed, kept in the dead-letter store");
             }
-            self.dead_letters.put(Letter::Message {
-                pipeline: self.stats.name.clone(),
-                reason: e.to_string(),
-                message: msg,
-            });
+            self.dead_letters
+                .put(Letter::Message {
+                    pipeline: self.stats.name.clone(),
+                    reason: e.to_string(),
+                    message: msg,
+                })
+                .await;
         }
         if done.records.is_empty() {
             return;

@@ -133,7 +133,7 @@ impl SinkActor {
             // take a whole connect timeout): what is left goes to the dead-letter store.
             if self.give_up.is_cancelled() {
                 let e = SinkError::Unavailable("stop deadline passed".into());
-                self.fail(&batch, &e);
+                self.fail(&batch, &e).await;
                 return;
             }
             let started = Instant::now();
@@ -146,7 +146,7 @@ impl SinkActor {
             };
             let Some(result) = result else {
                 let e = SinkError::Unavailable("stop deadline passed while a write was in flight".into());
-                self.fail(&batch, &e);
+                self.fail(&batch, &e).await;
                 return;
             };
             let elapsed = started.elapsed();
@@ -166,11 +166,13 @@ impl SinkActor {
                             warn!(sink = %self.stats.name, measurement = %record.measurement, device = %record.device,
                                   reason = %r.reason, suppressed, "record rejected, kept in the dead-letter store");
                         }
-                        self.dead_letters.put(Letter::Record {
-                            sink: self.stats.name.clone(),
-                            reason: r.reason.clone(),
-                            record: record.clone(),
-                        });
+                        self.dead_letters
+                            .put(Letter::Record {
+                                sink: self.stats.name.clone(),
+                                reason: r.reason.clone(),
+                                record: record.clone(),
+                            })
+                            .await;
                     }
                     return;
                 }
@@ -178,7 +180,7 @@ impl SinkActor {
                     self.stats.write_errors.fetch_add(1, Relaxed);
                     self.stats.set_error(Some(e.to_string()));
                     if !e.is_retryable() {
-                        self.fail(&batch, &e);
+                        self.fail(&batch, &e).await;
                         return;
                     }
                     let wait = jittered(backoff);
@@ -193,7 +195,7 @@ impl SinkActor {
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = self.give_up.cancelled() => {
-                            self.fail(&batch, &e);
+                            self.fail(&batch, &e).await;
                             return;
                         }
                     }
@@ -204,17 +206,19 @@ impl SinkActor {
     }
 
     /// Gives up on a batch: its records go to the dead-letter store, to be replayed.
-    fn fail(&self, batch: &[Record], e: &SinkError) {
+    async fn fail(&mut self, batch: &[Record], e: &SinkError) {
         self.stats.records_failed.fetch_add(batch.len() as u64, Relaxed);
         error!(sink = %self.stats.name, records = batch.len(), error = %e,
                "batch not written, kept in the dead-letter store");
         let reason = format!("not written: {e}");
         for record in batch {
-            self.dead_letters.put(Letter::Record {
-                sink: self.stats.name.clone(),
-                reason: reason.clone(),
-                record: record.clone(),
-            });
+            self.dead_letters
+                .put(Letter::Record {
+                    sink: self.stats.name.clone(),
+                    reason: reason.clone(),
+                    record: record.clone(),
+                })
+                .await;
         }
     }
 }

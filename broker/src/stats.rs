@@ -165,6 +165,9 @@ pub struct DeadLetterStatus {
     pub stored: u64,
     pub dropped: u64,
     pub replayed: u64,
+    /// Over its bounds with only records left, which are never evicted.
+    #[serde(default)]
+    pub over_bounds: bool,
 }
 
 impl DeadLetterStatus {
@@ -173,6 +176,7 @@ impl DeadLetterStatus {
             stored: s.stored.load(Relaxed),
             dropped: s.dropped.load(Relaxed),
             replayed: s.replayed.load(Relaxed),
+            over_bounds: s.over_bounds.load(Relaxed),
         }
     }
 }
@@ -273,7 +277,7 @@ fn load(c: &AtomicU64) -> f64 {
 }
 
 #[rustfmt::skip]
-fn server_metrics<'a>() -> [Metric<Server<'a>>; 8] {
+fn server_metrics<'a>() -> [Metric<Server<'a>>; 9] {
     [
         Metric::gauge("roost_uptime_seconds", "Seconds since Roost started.", |s| s.uptime.as_secs_f64()),
         Metric::gauge("roost_mqtt_connections", "Open MQTT connections.", |s| s.stats.connections.load(Relaxed) as f64),
@@ -281,8 +285,9 @@ fn server_metrics<'a>() -> [Metric<Server<'a>>; 8] {
         Metric::counter("roost_messages_unrouted_total", "Accepted messages no pipeline matched.", |s| load(&s.stats.messages_unrouted)),
         Metric::counter("roost_messages_refused_total", "PUBLISHes refused because Roost was stopping.", |s| load(&s.stats.messages_refused)),
         Metric::counter("roost_dead_letters_total", "Dead letters written to the store.", |s| s.dead_letters.stored as f64),
-        Metric::counter("roost_dead_letters_dropped_total", "Dead letters lost (store full or failing).", |s| s.dead_letters.dropped as f64),
+        Metric::counter("roost_dead_letters_dropped_total", "Dead letters lost (message letters evicted past the bounds, or the store failing).", |s| s.dead_letters.dropped as f64),
         Metric::counter("roost_dead_letters_replayed_total", "Dead letters sent back to their sink or pipeline.", |s| s.dead_letters.replayed as f64),
+        Metric::gauge("roost_dead_letters_over_bounds", "1 while the store is over its bounds with only records left.", |s| u8::from(s.dead_letters.over_bounds).into()),
     ]
 }
 
@@ -412,7 +417,7 @@ mod tests {
         s.records_written.store(4, Relaxed);
         s.write_latency.observe(Duration::from_millis(3));
         s.write_latency.observe(Duration::from_secs(60));
-        let dead = DeadLetterStatus { stored: 3, dropped: 0, replayed: 1 };
+        let dead = DeadLetterStatus { stored: 3, dropped: 0, replayed: 1, over_bounds: false };
         let text = prometheus(&stats, &[&p], &[&s], &dead, Duration::from_secs(1));
         assert!(text.contains("roost_dead_letters_total 3\n"), "{text}");
         assert!(text.contains("roost_messages_in_total 7\n"), "{text}");

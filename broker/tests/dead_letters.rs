@@ -86,3 +86,38 @@ async fn a_record_the_database_refuses_is_kept_with_its_sink_and_reason() {
     assert!(metrics.contains("roost_dead_letters_total 1\n"), "{metrics}");
     assert!(roost.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_non_json_from_one_device_does_not_evict_records_or_other_devices_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[deadletter]\nmax_entries = 500\nmax_per_device = 200\n";
+    let roost = Roost::start(dir.path(), Some(config));
+    // A record SQLite refuses (a reserved table name), and one bad message from a quiet device.
+    let first = vec![
+        ("devices/d1/env".to_string(), br#"{"measurement": "sqlite_stat9", "v": 1}"#.to_vec()),
+        ("devices/d1/env".to_string(), b"quiet".to_vec()),
+    ];
+    publish_all(roost.mqtt, "dl-3", first).await;
+    roost.wait_status("record rejected", |s| s["dead_letters"]["stored"] == 2).await;
+
+    let flood: Vec<_> =
+        (0..10_000).map(|i| ("devices/d9/env".to_string(), format!("junk {i}").into_bytes())).collect();
+    publish_all(roost.mqtt, "dl-flood", flood).await;
+    let s = roost.wait_status("flood stored", |s| s["dead_letters"]["stored"] == 10_002).await;
+
+    let doc = list(&roost);
+    let entries = doc["entries"].as_array().unwrap();
+    let kept = doc["total"].as_u64().unwrap();
+    // The flooding device keeps its newest 200; everything else stays.
+    assert_eq!(kept, 202, "{s:#}");
+    assert_eq!(s["dead_letters"]["dropped"].as_u64().unwrap() + kept, 10_002, "{s:#}");
+    assert_eq!(s["dead_letters"]["over_bounds"], false);
+    // The first two in whatever order the pipeline and the sink put them aside.
+    let record =
+        entries[..2].iter().find(|e| e["source"] == "sink:sqlite").expect("the sink: letter is kept");
+    assert_eq!(record["record"]["measurement"], "sqlite_stat9");
+    assert!(entries[..2].iter().any(|e| e["payload"] == "quiet"), "{doc:#}");
+    assert_eq!(entries[2]["payload"], "junk 9800");
+    assert_eq!(entries[201]["payload"], "junk 9999");
+    assert!(roost.stop().success());
+}

@@ -8,15 +8,18 @@
 //!
 //! The store is a SQLite file of its own (`<data_dir>/deadletter.db`), apart from every sink, so a
 //! failing database cannot take its dead letters with it. Letters reach it through a bounded
-//! mailbox that never blocks the data path: if the mailbox is full the letter is counted as
-//! dropped (and logged), and the oldest entries are trimmed beyond `deadletter.max_entries`.
+//! mailbox: a writer waits for room rather than dropping a letter. Past the `[deadletter]`
+//! bounds (entries, bytes, letters per device) the oldest message letters are evicted and
+//! counted; records are never evicted ([`evict`]).
 //! [`api`] lists, replays and deletes entries; [`cli`] is `roost deadletter ...`.
 
 pub mod api;
 pub mod cli;
+mod evict;
 
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,23 +31,36 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
-use crate::ratelimit::RateLimit;
-
 /// `[deadletter]` settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DeadLetterSettings {
-    /// Entries kept; beyond this the oldest are deleted (and counted as dropped).
+    /// Entries kept; beyond this the oldest message letters are deleted (counted as dropped).
     pub max_entries: u64,
+    /// Bytes kept (payloads, records, topics and reasons); beyond this likewise.
+    pub max_bytes: u64,
+    /// Message letters kept per device (or client id, for a message with no device); beyond
+    /// this the device's own oldest are deleted.
+    pub max_per_device: u64,
 }
 
 impl Default for DeadLetterSettings {
     fn default() -> Self {
-        DeadLetterSettings { max_entries: 100_000 }
+        DeadLetterSettings { max_entries: 100_000, max_bytes: 256 << 20, max_per_device: 10_000 }
     }
 }
 
-/// Letters queued for the store before new ones are dropped (and counted).
+impl DeadLetterSettings {
+    fn limits(&self) -> evict::Limits {
+        evict::Limits {
+            max_entries: self.max_entries,
+            max_bytes: self.max_bytes,
+            max_per_device: self.max_per_device,
+        }
+    }
+}
+
+/// Letters queued for the store before writers wait for room.
 const MAILBOX: usize = 10_000;
 
 #[derive(Debug, Error)]
@@ -93,8 +109,11 @@ pub struct Entry {
 pub struct DeadLetterStats {
     /// Letters written to the store.
     pub stored: AtomicU64,
-    /// Letters lost: the mailbox was full, the store failed, or trimmed beyond max_entries.
+    /// Letters lost: the store failed, or message letters evicted past the bounds.
     pub dropped: AtomicU64,
+    /// Set while the store is over its bounds because only `sink:` letters are left, which are
+    /// never evicted.
+    pub over_bounds: AtomicBool,
     /// Entries replayed into their sink or pipeline.
     pub replayed: AtomicU64,
 }
@@ -104,13 +123,12 @@ enum Command {
     Flush(oneshot::Sender<()>),
 }
 
-/// The handle every actor holds: cheap to clone, never blocks.
+/// The handle every actor holds: cheap to clone; `put` waits while the store catches up.
 #[derive(Clone)]
 pub struct DeadLetters {
     tx: mpsc::Sender<Command>,
     db: Arc<Mutex<Connection>>,
     pub stats: Arc<DeadLetterStats>,
-    full_log: Arc<RateLimit>,
 }
 
 /// Filters for listing, replaying and deleting.
@@ -151,25 +169,19 @@ impl DeadLetters {
              CREATE INDEX IF NOT EXISTS dead_letters_source ON dead_letters (source, id);",
         )
         .map_err(open_err)?;
+        add_bounds_columns(&conn).map_err(open_err)?;
         let (tx, rx) = mpsc::channel(MAILBOX);
-        let store = DeadLetters {
-            tx,
-            db: Arc::new(Mutex::new(conn)),
-            stats: Arc::default(),
-            full_log: Arc::new(RateLimit::new(10, Duration::from_secs(10))),
-        };
-        tokio::spawn(writer(rx, store.db.clone(), store.stats.clone(), settings.max_entries));
+        let store = DeadLetters { tx, db: Arc::new(Mutex::new(conn)), stats: Arc::default() };
+        tokio::spawn(writer(rx, store.db.clone(), store.stats.clone(), settings.limits()));
         Ok(store)
     }
 
-    /// Puts a letter aside. Never waits: if the store cannot keep up, the letter is counted as
-    /// dropped and logged.
-    pub fn put(&self, letter: Letter) {
-        if self.tx.try_send(Command::Put(letter)).is_err() {
+    /// Puts a letter aside, waiting for room if the store is behind (backpressure, never a
+    /// drop). Only if the writer task is gone is the letter counted as dropped.
+    pub async fn put(&self, letter: Letter) {
+        if self.tx.send(Command::Put(letter)).await.is_err() {
             self.stats.dropped.fetch_add(1, Relaxed);
-            if let Some(suppressed) = self.full_log.check() {
-                error!(suppressed, "dead-letter store cannot keep up: letter dropped");
-            }
+            error!("dead-letter store stopped: letter dropped");
         }
     }
 
@@ -324,12 +336,33 @@ fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// The writer task: writes letters in batches, trims the oldest beyond `max_entries`.
+/// `owner` (the device, or client id, of a message letter; NULL for a record) and `size` (bytes
+/// counted against `max_bytes`), added to a store made before they existed.
+fn add_bounds_columns(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let has: i64 = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('dead_letters') WHERE name = 'owner'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has == 0 {
+        conn.execute_batch(
+            "ALTER TABLE dead_letters ADD COLUMN owner TEXT;
+             ALTER TABLE dead_letters ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+             UPDATE dead_letters SET
+                 owner = CASE WHEN record IS NULL THEN coalesce(nullif(device, ''), client_id) END,
+                 size = length(reason) + coalesce(length(record), 0) + coalesce(length(topic), 0)
+                        + coalesce(length(payload), 0);",
+        )?;
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS dead_letters_owner ON dead_letters (owner, id, size);")
+}
+
+/// The writer task: writes letters in batches and keeps the store within its bounds.
 async fn writer(
     mut rx: mpsc::Receiver<Command>,
     db: Arc<Mutex<Connection>>,
     stats: Arc<DeadLetterStats>,
-    max: u64,
+    limits: evict::Limits,
 ) {
     let mut commands = Vec::with_capacity(1000);
     while rx.recv_many(&mut commands, 1000).await > 0 {
@@ -344,13 +377,26 @@ async fn writer(
         if !letters.is_empty() {
             let n = letters.len() as u64;
             let db = db.clone();
-            let written = tokio::task::spawn_blocking(move || write(&db, &letters, max)).await;
+            let written = tokio::task::spawn_blocking(move || write(&db, &letters, limits)).await;
             match written {
-                Ok(Ok(trimmed)) => {
+                Ok(Ok(evicted)) => {
                     stats.stored.fetch_add(n, Relaxed);
-                    if trimmed > 0 {
-                        stats.dropped.fetch_add(trimmed, Relaxed);
-                        warn!(trimmed, max_entries = max, "dead-letter store full: oldest entries deleted");
+                    if evicted.deleted > 0 {
+                        stats.dropped.fetch_add(evicted.deleted, Relaxed);
+                        warn!(
+                            evicted = evicted.deleted,
+                            ?limits,
+                            "dead-letter store full: oldest message letters deleted"
+                        );
+                    }
+                    if evicted.over_bounds && !stats.over_bounds.swap(true, Relaxed) {
+                        warn!(
+                            ?limits,
+                            "dead-letter store over its bounds with only records left: \
+                              they are kept; replay or delete them (`roost deadletter`)"
+                        );
+                    } else if !evicted.over_bounds {
+                        stats.over_bounds.store(false, Relaxed);
                     }
                 }
                 Ok(Err(e)) => {
@@ -369,13 +415,18 @@ async fn writer(
     }
 }
 
-fn write(db: &Mutex<Connection>, letters: &[Letter], max: u64) -> Result<u64, rusqlite::Error> {
+fn write(
+    db: &Mutex<Connection>,
+    letters: &[Letter],
+    limits: evict::Limits,
+) -> Result<evict::Evicted, rusqlite::Error> {
     let mut conn = db.lock().unwrap_or_else(|p| p.into_inner());
     let tx = conn.transaction()?;
+    let mut owners = BTreeSet::new();
     {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO dead_letters (at, source, reason, record, topic, client_id, device, payload, received_at, qos, retain) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO dead_letters (at, source, reason, record, topic, client_id, device, payload, received_at, qos, retain, owner, size) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         let at = envelope::now_ns();
         for l in letters {
@@ -383,6 +434,7 @@ fn write(db: &Mutex<Connection>, letters: &[Letter], max: u64) -> Result<u64, ru
                 Letter::Record { sink, reason, record } => {
                     let json = serde_json::to_string(record).unwrap_or_default();
                     let source = format!("sink:{sink}");
+                    let size = reason.len() + json.len();
                     stmt.execute(params![
                         at,
                         source,
@@ -394,11 +446,16 @@ fn write(db: &Mutex<Connection>, letters: &[Letter], max: u64) -> Result<u64, ru
                         None::<Vec<u8>>,
                         None::<i64>,
                         None::<i64>,
-                        None::<bool>
+                        None::<bool>,
+                        None::<String>,
+                        size as i64
                     ])?;
                 }
                 Letter::Message { pipeline, reason, message: m } => {
                     let source = format!("pipeline:{pipeline}");
+                    let owner = if m.device.is_empty() { &m.client_id } else { &m.device };
+                    owners.insert(owner.clone());
+                    let size = reason.len() + m.topic.len() + m.payload.len();
                     stmt.execute(params![
                         at,
                         source,
@@ -410,123 +467,18 @@ fn write(db: &Mutex<Connection>, letters: &[Letter], max: u64) -> Result<u64, ru
                         m.payload,
                         m.received_at,
                         m.qos,
-                        m.retain
+                        m.retain,
+                        owner,
+                        size as i64
                     ])?;
                 }
             }
         }
     }
-    let count: i64 = tx.query_row("SELECT count(*) FROM dead_letters", [], |r| r.get(0))?;
-    let excess = (count as u64).saturating_sub(max);
-    if excess > 0 {
-        tx.execute(
-            "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?1)",
-            [excess as i64],
-        )?;
-    }
+    let evicted = evict::evict(&tx, limits, &owners)?;
     tx.commit()?;
-    Ok(excess)
+    Ok(evicted)
 }
 
 #[cfg(test)]
-mod tests {
-    use roost_core::FieldValue;
-
-    use super::*;
-
-    fn record(i: i64) -> Record {
-        let mut r = Record::new("env", "d1", i);
-        r.fields.insert("t".into(), FieldValue::Int(i));
-        r
-    }
-
-    fn message(payload: &[u8]) -> Message {
-        Message {
-            topic: "devices/d1/env".into(),
-            client_id: "c1".into(),
-            device: "d1".into(),
-            payload: payload.to_vec(),
-            received_at: 42,
-            qos: 1,
-            retain: false,
-            user_properties: vec![],
-        }
-    }
-
-    #[tokio::test]
-    async fn letters_round_trip_and_are_selected_by_source_and_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DeadLetters::open(dir.path(), &DeadLetterSettings::default()).unwrap();
-        store.put(Letter::Record { sink: "pg".into(), reason: "type conflict".into(), record: record(1) });
-        store.put(Letter::Message {
-            pipeline: "default".into(),
-            reason: "not JSON".into(),
-            message: message(b"oops"),
-        });
-        store.put(Letter::Message {
-            pipeline: "default".into(),
-            reason: "binary".into(),
-            message: message(&[0xff, 0]),
-        });
-        store.flush().await;
-        assert_eq!(store.count().unwrap(), 3);
-        assert_eq!(store.stats.stored.load(Relaxed), 3);
-
-        let all = store.list(&Selection::default(), 0, 10).unwrap();
-        assert_eq!(all.len(), 3);
-        assert_eq!(all[0].source, "sink:pg");
-        assert_eq!(all[0].record, Some(record(1)));
-        assert_eq!(all[1].payload.as_deref(), Some("oops"));
-        assert_eq!(all[2].payload_base64.as_deref(), Some("/wA="));
-
-        let pipeline = Selection { source: Some("pipeline:default".into()), ids: vec![] };
-        assert_eq!(store.list(&pipeline, 0, 10).unwrap().len(), 2);
-        let letters = store.letters(&Selection { ids: vec![all[1].id], source: None }, 10).unwrap();
-        assert_eq!(
-            letters,
-            [(
-                all[1].id,
-                Letter::Message {
-                    pipeline: "default".into(),
-                    reason: "not JSON".into(),
-                    message: message(b"oops")
-                }
-            )]
-        );
-
-        assert_eq!(store.delete(&pipeline).unwrap(), 2);
-        assert_eq!(store.delete_ids(&[all[0].id]).unwrap(), 1);
-        assert_eq!(store.count().unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn the_oldest_entries_are_trimmed_and_counted() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DeadLetters::open(dir.path(), &DeadLetterSettings { max_entries: 5 }).unwrap();
-        for i in 0..8 {
-            store.put(Letter::Record { sink: "s".into(), reason: "r".into(), record: record(i) });
-        }
-        store.flush().await;
-        assert_eq!(store.count().unwrap(), 5);
-        assert_eq!(store.stats.dropped.load(Relaxed), 3);
-        let kept: Vec<i64> = store
-            .list(&Selection::default(), 0, 10)
-            .unwrap()
-            .iter()
-            .map(|e| e.record.as_ref().unwrap().time)
-            .collect();
-        assert_eq!(kept, [3, 4, 5, 6, 7]);
-    }
-
-    #[tokio::test]
-    async fn entries_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = DeadLetters::open(dir.path(), &DeadLetterSettings::default()).unwrap();
-            store.put(Letter::Record { sink: "s".into(), reason: "r".into(), record: record(9) });
-            store.flush().await;
-        }
-        let store = DeadLetters::open(dir.path(), &DeadLetterSettings::default()).unwrap();
-        assert_eq!(store.list(&Selection::default(), 0, 10).unwrap()[0].record, Some(record(9)));
-    }
-}
+mod tests;
