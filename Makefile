@@ -32,6 +32,7 @@ bench: services processors
 	$(SVC_ENV) $(CARGO) bench -p roost-connectors --bench schemaless_sinks
 	$(SVC_ENV) $(CARGO) bench -p roost --bench e2e
 	$(CARGO) bench -p roost --bench boards
+	$(CARGO) bench -p roost-spool --bench append
 
 ## Install (if missing) the tools and services the tests use, start the services on free ports
 ## and write their URLs to ${ROOST_SVC_DIR:-/tmp/roost-svc}/env (`bash scripts/services.sh down` stops them).
