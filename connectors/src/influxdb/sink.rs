@@ -16,6 +16,7 @@ use std::future::Future;
 use std::io::Write;
 use std::ops::Range;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,9 @@ pub struct InfluxSink {
     pub(super) body_limit: usize,
     /// Whether this sink already tried to create the v1 database.
     tried_create: bool,
+    /// Whether the server said it is InfluxDB (`X-Influxdb-Build`), which overwrites a point
+    /// written twice: VictoriaMetrics also answers `X-Influxdb-Version`, but keeps both samples.
+    influxdb: AtomicBool,
 }
 
 /// A batch in line protocol: one buffer, and each line's record index and byte range in it.
@@ -90,7 +94,15 @@ impl OpenSink for InfluxSink {
         };
         let write_url = config.write_url()?;
         let body_limit = config.max_body_bytes;
-        Ok(InfluxSink { config: Arc::new(config), client, write_url, auth, body_limit, tried_create: false })
+        Ok(InfluxSink {
+            config: Arc::new(config),
+            client,
+            write_url,
+            auth,
+            body_limit,
+            tried_create: false,
+            influxdb: AtomicBool::new(false),
+        })
     }
 }
 
@@ -203,6 +215,9 @@ impl InfluxSink {
         }
         let resp = req.send().await.map_err(|e| unavailable(&e))?;
         let status = resp.status();
+        if resp.headers().contains_key("x-influxdb-build") {
+            self.influxdb.store(true, Ordering::Relaxed);
+        }
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
@@ -475,6 +490,17 @@ impl Sink for InfluxSink {
             "batch written"
         );
         Ok(WriteOutcome { written, rejected })
+    }
+
+    /// InfluxDB keeps one point per measurement, tag set and time: a replayed batch overwrites
+    /// its own points. VictoriaMetrics keeps every sample (unless run with
+    /// `-dedup.minScrapeInterval`), so until the server has said it is InfluxDB this is `none`.
+    fn replay_safety(&self) -> &'static str {
+        if self.influxdb.load(Ordering::Relaxed) {
+            "natural"
+        } else {
+            "none"
+        }
     }
 }
 

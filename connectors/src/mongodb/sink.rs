@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::config::MongoConfig;
 use super::schema::document;
-use crate::{names, OpenSink, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteOutcome};
+use crate::{names, OpenSink, Position, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteOutcome};
 
 /// Server error codes that mean "try again later", not "this document is refused".
 const TRANSIENT_CODES: &[i32] = &[
@@ -129,13 +129,17 @@ impl MongoSink {
     }
 }
 
-/// Documents for every record that passes the name rule, grouped by collection.
-fn encode(batch: &[Record], prefix: &str) -> (Vec<Group>, Vec<Rejected>) {
+/// Documents for every record that passes the name rule, grouped by collection. With `keys`
+/// (a [`Position`]), each document's `_id` is the string `"{stream}:{id}"` of its record's id.
+fn encode(batch: &[Record], prefix: &str, keys: Option<&Position>) -> (Vec<Group>, Vec<Rejected>) {
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     let mut rejected = Vec::new();
     for (index, r) in batch.iter().enumerate() {
         match names::check_record(r).and_then(|()| document(r)) {
-            Ok(doc) => {
+            Ok(mut doc) => {
+                if let Some(p) = keys {
+                    doc.insert("_id", format!("{}:{}", p.stream, p.ids[index]));
+                }
                 let collection = format!("{prefix}{}", r.measurement);
                 let g = groups.entry(collection.clone()).or_insert_with(|| Group {
                     collection,
@@ -158,13 +162,51 @@ impl Sink for MongoSink {
     }
 
     async fn write(&mut self, batch: Arc<Vec<Record>>) -> Result<WriteOutcome, SinkError> {
+        self.write_keyed(batch, None).await
+    }
+
+    /// Writes the batch with each document's `_id` made from the stream and its record's id:
+    /// a replay of the batch finds its `_id`s taken and counts those records as written. On a
+    /// time-series collection `_id` is not unique, so a replay stores them again.
+    async fn write_at(
+        &mut self,
+        batch: Arc<Vec<Record>>,
+        position: &Position,
+    ) -> Result<WriteOutcome, SinkError> {
+        if position.ids.len() != batch.len() {
+            return Err(SinkError::Config(format!(
+                "mongodb sink: {} ids for a batch of {} records (stream {:?}, seq {})",
+                position.ids.len(),
+                batch.len(),
+                position.stream,
+                position.seq
+            )));
+        }
+        self.write_keyed(batch, Some(position.clone())).await
+    }
+
+    fn replay_safety(&self) -> &'static str {
+        if self.config.timeseries {
+            "none"
+        } else {
+            "keys"
+        }
+    }
+}
+
+impl MongoSink {
+    async fn write_keyed(
+        &mut self,
+        batch: Arc<Vec<Record>>,
+        keys: Option<Position>,
+    ) -> Result<WriteOutcome, SinkError> {
         if batch.is_empty() {
             return Ok(WriteOutcome::default());
         }
         let started = Instant::now();
         let prefix = self.config.collection_prefix.clone();
         let b = batch.clone();
-        let (groups, mut rejected) = tokio::task::spawn_blocking(move || encode(&b, &prefix))
+        let (groups, mut rejected) = tokio::task::spawn_blocking(move || encode(&b, &prefix, keys.as_ref()))
             .await
             .map_err(|e| SinkError::Unavailable(format!("mongodb sink: encode task: {e}")))?;
         let db = self.client.database(&self.config.database);
