@@ -10,7 +10,8 @@
 //! | 404 | v1 "database not found": the database is created once and the request re-sent; otherwise [`SinkError::Config`] |
 //! | 413 | the request is split in halves, and later requests are kept under the size that worked |
 //! | 429, 503 | waits out `Retry-After` up to `max_retry_wait_ms` (twice at most), then [`SinkError::Unavailable`] |
-//! | other 5xx, no connection, timeout | [`SinkError::Unavailable`]: the whole batch is written again later, which is idempotent for the same reason |
+//! | 408, other 5xx, no connection, timeout | [`SinkError::Unavailable`]: the whole batch is written again later, which is idempotent for the same reason |
+//! | any other answer, a request the client cannot build | [`SinkError::Config`] |
 
 use std::future::Future;
 use std::io::Write;
@@ -182,7 +183,8 @@ impl InfluxSink {
                         debug!(sink = "influxdb", status = status.as_u16(), wait_ms = wait.as_millis() as u64, "server busy, waiting");
                         tokio::time::sleep(wait).await;
                     }
-                    500..=599 => {
+                    // A request timeout: the server gave up waiting, a later request can pass.
+                    408 | 500..=599 => {
                         return Err(SinkError::Unavailable(format!(
                             "influxdb sink: server error (HTTP {}): {}",
                             status.as_u16(),
@@ -388,12 +390,17 @@ fn clean(msg: &str) -> String {
     }
 }
 
+/// A request that got no answer: the server is away, slow or unreachable, worth retrying; or
+/// the request cannot be made at all (a URL the client refuses), which no retry fixes.
 fn unavailable(e: &reqwest::Error) -> SinkError {
     let mut msg = format!("influxdb sink: {e}");
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         msg.push_str(&format!(": {s}"));
         source = s.source();
+    }
+    if e.is_builder() {
+        return SinkError::Config(format!("{msg}; check url"));
     }
     SinkError::Unavailable(msg)
 }
