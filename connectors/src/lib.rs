@@ -15,12 +15,16 @@
 //!   (`sqlite/`: real files; `influxdb/`: the HTTP answers the conformance suite cannot provoke);
 //!   tests through the public interface, for every database, live in `connectors/tests/` (the
 //!   conformance suite, the SQL sinks, PostgreSQL TLS, the documented queries).
+//! - `sql` and `replay`: what the typed SQL sinks (postgres, mysql) share: the schema policy and
+//!   the write path, and writing a batch at its spool [`Position`] with its checkpoint.
 //!
 //! Adding a database: one folder, one line in [`KINDS`], one cargo feature
 //! (`docs/sinks/adding-a-sink.md`).
 //!
-//! Batching, retries and backpressure belong to the caller (the broker's sink actor): a sink
-//! writes what it is given, once, and says whether trying again could help.
+//! Batching, retries, backpressure and the spool belong to the caller (the broker's sink actor):
+//! a sink writes what it is given, once, and says whether trying again could help; given the
+//! batch's [`Position`] ([`Sink::write_at`]), it keeps a replay of that batch from being stored
+//! twice where the database allows ([`Sink::replay_safety`]).
 
 #[cfg(feature = "influxdb")]
 pub mod influxdb;

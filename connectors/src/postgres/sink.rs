@@ -156,7 +156,7 @@ impl Sink for PostgresSink {
     }
 
     /// Writes the batch and the position's checkpoint in one transaction
-    /// ([`replay::write_batch_at`]).
+    /// (`replay::write_batch_at`).
     async fn write_at(
         &mut self,
         batch: Arc<Vec<Record>>,
