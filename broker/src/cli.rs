@@ -1,5 +1,5 @@
 //! The `roost` command line: `serve`, `status`, `stop`, `config check`, `processor ...` (in
-//! `processors::cli`) and `board ...` (in `boards::cli`). Client commands find
+//! `processors::cli`), `board ...` (in `boards::cli`) and `device ...` (in `devices::cli`). Client commands find
 //! the running server through the data directory (its token and `runtime.json`).
 
 use std::path::{Path, PathBuf};
@@ -75,6 +75,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::boards::cli::BoardCommand,
     },
+    /// Devices and their MQTT credentials: add, list, show, rotate, revoke.
+    Device {
+        #[command(subcommand)]
+        command: crate::devices::cli::DeviceCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +138,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Board { command } => {
             let settings = cli.settings(Overrides::default())?;
             crate::boards::cli::run(command, &settings)
+        }
+        Command::Device { command } => {
+            let settings = cli.settings(Overrides::default())?;
+            crate::devices::cli::run(command, &settings)
         }
     }
 }

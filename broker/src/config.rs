@@ -170,6 +170,9 @@ pub struct MqttSettings {
     /// QoS 1/2 messages in flight per connection (MQTT 5 clients are told this as receive-maximum).
     pub max_inflight: u16,
     pub max_connections: usize,
+    /// How a device's client id must relate to its name: `exact` or `prefix` (`name:...`).
+    #[serde(default)]
+    pub client_id_rule: crate::devices::rules::ClientIdRule,
 }
 
 impl MqttSettings {

@@ -19,6 +19,7 @@
 //! - [`cli`]: `roost serve | status | stop | config check | processor ... | board ...`.
 //! - [`processors`]: WebAssembly processors in the server (`/api/v1/processors`, `roost processor`).
 //! - [`boards`]: the board command service (registry, requests, `/api/v1/boards`, `roost board`).
+//! - [`devices`]: device credentials (`/api/v1/devices`, `roost device`) and who may connect as whom.
 
 pub mod api;
 pub mod boards;
@@ -27,6 +28,7 @@ pub mod client;
 pub mod config;
 pub mod datadir;
 pub mod deadletter;
+pub mod devices;
 pub mod ingest;
 pub mod mqtt;
 pub mod output;

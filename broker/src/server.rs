@@ -25,6 +25,8 @@ use crate::config::Settings;
 use crate::datadir;
 use crate::deadletter::api::{DeadLetterApi, Replay, Targets};
 use crate::deadletter::DeadLetters;
+use crate::devices::api::DevicesApi;
+use crate::devices::Devices;
 use crate::ingest::Ingest;
 use crate::mqtt::{Broker, ListenerConfig};
 use crate::pipeline::{PipelineActor, Stage};
@@ -122,6 +124,9 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
     drop(sink_handles);
     actors.close();
 
+    // The device registry: the broker's authenticate hook checks credentials against it.
+    let devices = Devices::open(&data_dir)?;
+
     // The board service: its registry, fed by the broker's hooks, driven by the API.
     let max_payload = (settings.mqtt.max_packet_size as usize).saturating_sub(512);
     let boards = BoardService::start(settings.boards.clone(), &data_dir, max_payload)?;
@@ -140,6 +145,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
             Arc::new(DeadLetterApi { dead_letters: dead_letters.clone(), replay: replay.clone() }),
             Arc::new(BoardsApi(boards.clone())),
             Arc::new(ProcessorsApi(processors)),
+            Arc::new(DevicesApi(devices.clone())),
         ],
     });
     let (api_addr, api) = api::start(settings.api.listen, state.clone())
@@ -158,10 +164,12 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
             max_packet_size: settings.mqtt.max_packet_size,
             max_inflight: settings.mqtt.max_inflight,
             max_connections: settings.mqtt.max_connections,
+            client_id_rule: settings.mqtt.client_id_rule,
         },
         ingest,
         stats.clone(),
         boards.clone(),
+        devices.clone(),
     )
     .await?;
     let _ = state.mqtt_addr.set(broker.local_addr());

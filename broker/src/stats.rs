@@ -52,6 +52,9 @@ pub struct SinkStats {
     /// How long successful writes took.
     pub write_latency: Histogram,
     pub last_error: Mutex<Option<String>>,
+    /// Records of a replayed batch (after a crash, or a write cut by the network) that the
+    /// database already held, and did not store again.
+    pub records_already_stored: AtomicU64,
     /// Waiting to retry a failed write.
     pub retrying: AtomicBool,
     /// The sink's spool: backlog, size, age of the oldest entry.
@@ -131,6 +134,7 @@ impl SinkStats {
     ) -> Self {
         SinkStats {
             retrying: AtomicBool::new(false),
+            records_already_stored: zero(),
             spool,
             recovery,
             spool_undecodable: zero(),
@@ -152,7 +156,8 @@ impl SinkStats {
     pub fn backlog(&self) -> u64 {
         let done = self.records_written.load(Relaxed)
             + self.records_rejected.load(Relaxed)
-            + self.records_failed.load(Relaxed);
+            + self.records_failed.load(Relaxed)
+            + self.records_already_stored.load(Relaxed);
         self.records_in.load(Relaxed).saturating_sub(done)
     }
 
@@ -235,6 +240,9 @@ pub struct SinkStatus {
     /// everything on disk, including what an earlier run left).
     pub backlog: u64,
     pub last_error: Option<String>,
+    /// Records of a replayed batch the database already held (not stored twice).
+    #[serde(default)]
+    pub records_already_stored: u64,
     /// Waiting to retry a failed write.
     #[serde(default)]
     pub retrying: bool,
@@ -295,6 +303,7 @@ impl SinkStatus {
             backlog: s.backlog(),
             last_error: s.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             retrying: s.retrying.load(Relaxed),
+            records_already_stored: s.records_already_stored.load(Relaxed),
             replay_safety: s.replay_safety.into(),
             spool: SpoolStatus::of(s),
         }

@@ -1,4 +1,5 @@
 //! The broker's hooks: ingest in `MessagePublishCheckAcl` (see `mqtt`), the connection count,
+//! (marked `devices:`) credentials at CONNECT and where an authenticated device may publish,
 //! and (marked `boards:`) the board rules for publishes, subscriptions and last wills, with
 //! board topics handed to the board service instead of ingest.
 
@@ -8,12 +9,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rmqtt::codec::v5::SubscribeAckReason;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
-use rmqtt::types::{Id, PublishAclResult, SubscribeAclResult};
+use rmqtt::types::{AuthResult, ConnectInfo, Id, PublishAclResult, SubscribeAclResult};
 use roost_core::{envelope, topic, Message};
 use tracing::warn;
 
 use crate::boards::acl::{self, PublishVerdict};
 use crate::boards::BoardService;
+use crate::devices::rules::{self, ClientIdRule, Connect, Verdict};
+use crate::devices::Devices;
 use crate::ingest::Ingest;
 use crate::stats::Stats;
 
@@ -24,6 +27,47 @@ pub(super) struct HookState {
     pub ingest: Arc<Ingest>,
     pub stats: Arc<Stats>,
     pub boards: Arc<BoardService>,
+    pub devices: Arc<Devices>,
+    /// Whether the listener lets clients in without credentials.
+    pub anonymous_allowed: bool,
+    pub client_id_rule: ClientIdRule,
+}
+
+impl HookState {
+    /// devices: decides a CONNECT.
+    async fn authenticate(&self, info: &ConnectInfo) -> AuthResult {
+        let client_id: &str = &info.id().client_id;
+        let username = info.username().map(|u| &**u);
+        let password = info.password();
+        let connect = Connect { client_id, username, has_password: password.is_some() };
+        let verdict = rules::check_connect(connect, self.client_id_rule, self.anonymous_allowed, |n| {
+            self.devices.is_registered(n)
+        });
+        let counters = &self.devices.counters;
+        let refuse = |reason: &str, bad_credentials: bool| {
+            warn!(client_id, username, remote = ?info.id().remote_addr, reason, "connection refused");
+            if bad_credentials {
+                counters.bad_credentials.fetch_add(1, Relaxed);
+                AuthResult::BadUsernameOrPassword
+            } else {
+                counters.not_authorized.fetch_add(1, Relaxed);
+                AuthResult::NotAuthorized
+            }
+        };
+        match verdict {
+            Verdict::Anonymous => AuthResult::Allow(false, None),
+            Verdict::Verify(device) => {
+                if self.devices.authenticate(device, password.map_or(&[][..], |p| &p[..])).await {
+                    counters.accepted.fetch_add(1, Relaxed);
+                    AuthResult::Allow(false, None)
+                } else {
+                    refuse("wrong secret for the device", true)
+                }
+            }
+            Verdict::BadCredentials(reason) => refuse(reason, true),
+            Verdict::NotAuthorized(reason) => refuse(reason, false),
+        }
+    }
 }
 
 /// boards: a key for one client connection (a reconnect with the same client id is another).
@@ -40,9 +84,26 @@ fn identity(id: &Id) -> acl::Identity<'_> {
 impl Handler for Hooks {
     async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
         match param {
+            Parameter::ClientAuthenticate(info) => {
+                let result = self.0.authenticate(info).await;
+                (false, Some(HookResult::AuthResult(result)))
+            }
             Parameter::MessagePublishCheckAcl(session, publish) => {
                 let topic_name: &str = &publish.topic;
                 let client_id: &str = &session.id.client_id;
+                // devices: an authenticated device publishes telemetry under its own name only.
+                if let Some(device) =
+                    session.id.username.as_deref().filter(|u| self.0.devices.is_registered(u))
+                {
+                    if !acl::is_board_namespace(topic_name) {
+                        if let Err(reason) = rules::check_device_publish(device, topic_name) {
+                            self.0.devices.counters.publishes_denied.fetch_add(1, Relaxed);
+                            warn!(device, topic = topic_name, reason, "publish refused");
+                            let refused = PublishAclResult::rejected(false, Some(reason.into()));
+                            return (false, Some(HookResult::PublishAclResult(refused)));
+                        }
+                    }
+                }
                 // boards: board topics go to the board service, never to ingest.
                 match acl::check_publish(identity(&session.id), topic_name) {
                     PublishVerdict::NotBoardTopic => {}

@@ -31,8 +31,10 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use self::hooks::{HookState, Hooks};
-use self::publisher::CmdSender;
+use self::publisher::{CmdSender, Kicker};
 use crate::boards::BoardService;
+use crate::devices::rules::ClientIdRule;
+use crate::devices::Devices;
 use crate::ingest::Ingest;
 use crate::stats::Stats;
 
@@ -47,6 +49,7 @@ pub struct ListenerConfig {
     pub max_packet_size: u32,
     pub max_inflight: u16,
     pub max_connections: usize,
+    pub client_id_rule: ClientIdRule,
 }
 
 #[derive(Debug, Error)]
@@ -69,6 +72,7 @@ impl Broker {
         ingest: Arc<Ingest>,
         stats: Arc<Stats>,
         boards: Arc<BoardService>,
+        devices: Arc<Devices>,
     ) -> Result<Broker, MqttError> {
         let bind_err = |e: rmqtt::Error| MqttError::Bind {
             addr: cfg.listen,
@@ -80,7 +84,10 @@ impl Broker {
         let listener = Builder::new()
             .name("roost/tcp")
             .laddr(cfg.listen)
-            .allow_anonymous(cfg.allow_anonymous)
+            // Every CONNECT goes through the authenticate hook, which applies the listener's
+            // anonymous policy itself (rmqtt would skip the hook for a client without a
+            // username, and so let it take a registered device's client id).
+            .allow_anonymous(false)
             .max_packet_size(cfg.max_packet_size)
             .max_inflight(NonZeroU16::new(cfg.max_inflight).unwrap_or(NonZeroU16::MIN))
             .max_connections(cfg.max_connections)
@@ -95,7 +102,15 @@ impl Broker {
 
         let scx = ServerContext::new().build().await;
         let register = scx.extends.hook_mgr().register();
-        let hooks = Hooks(Arc::new(HookState { ingest, stats, boards: boards.clone() }));
+        let hooks = Hooks(Arc::new(HookState {
+            ingest,
+            stats,
+            boards: boards.clone(),
+            devices: devices.clone(),
+            anonymous_allowed: cfg.allow_anonymous,
+            client_id_rule: cfg.client_id_rule,
+        }));
+        register.add(Type::ClientAuthenticate, Box::new(hooks.clone())).await;
         register.add(Type::MessagePublishCheckAcl, Box::new(hooks.clone())).await;
         // boards: subscription ACL and last wills.
         register.add(Type::ClientSubscribeCheckAcl, Box::new(hooks.clone())).await;
@@ -104,6 +119,7 @@ impl Broker {
         register.add(Type::ClientDisconnected, Box::new(hooks)).await;
         register.start().await;
         boards.set_publisher(Arc::new(CmdSender { scx: scx.clone() }));
+        devices.set_disconnect(Arc::new(Kicker { scx: scx.clone() }));
 
         // rmqtt keys listeners by port; with port 0 the key would be 0, so give it one.
         let server = MqttServer::new(scx.clone()).listener_by_id(listener, 1).build();

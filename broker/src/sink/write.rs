@@ -72,6 +72,9 @@ impl SinkActor {
     async fn written(&mut self, batch: &[Record], outcome: WriteOutcome) {
         self.stats.records_written.fetch_add(outcome.written as u64, Relaxed);
         self.stats.records_rejected.fetch_add(outcome.rejected.len() as u64, Relaxed);
+        // The rest the database already held: a batch replayed after a crash or a cut write.
+        let held = batch.len().saturating_sub(outcome.written + outcome.rejected.len());
+        self.stats.records_already_stored.fetch_add(held as u64, Relaxed);
         self.stats.batches.fetch_add(1, Relaxed);
         if outcome.rejected.is_empty() {
             return;

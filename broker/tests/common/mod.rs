@@ -81,7 +81,7 @@ pub async fn publish_all(addr: SocketAddr, client_id: impl Into<String>, message
         client
     });
     let mut acked = 0;
-    let until = Instant::now() + Duration::from_secs(120);
+    let until = Instant::now() + Duration::from_secs(300);
     while acked < total {
         let Ok(event) = tokio::time::timeout_at(until.into(), eventloop.poll()).await else {
             panic!("{client_id}: only {acked}/{total} PUBACKs in time");

@@ -1,0 +1,169 @@
+//! Who may connect as whom, and what an authenticated device may publish: pure rules, applied
+//! by the broker's hooks (`mqtt/hooks.rs`).
+//!
+//! - A client that gives a username naming a registered device must give that device's secret,
+//!   and its client id must be the device's name (rule `exact`) or `<name>:<anything>` (rule
+//!   `prefix`; `:` cannot appear in a device name, so one device's client ids never look like
+//!   another's).
+//! - Anyone else is anonymous: let in only where the listener allows anonymous clients, and
+//!   never under a registered device's name, as username or client id (a client id is what MQTT
+//!   hands a session over by: taking one would take over the device's session).
+//! - An authenticated device publishes telemetry only under `devices/<its name>/`; its board
+//!   topics follow the board rules ([`crate::boards::acl`]).
+
+use serde::{Deserialize, Serialize};
+
+/// How a device's client id must relate to its name (`mqtt.client_id_rule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIdRule {
+    /// The client id is the device name.
+    #[default]
+    Exact,
+    /// The client id is the device name, or the name, `:` and anything.
+    Prefix,
+}
+
+/// A connecting client, as the CONNECT packet describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Connect<'a> {
+    pub client_id: &'a str,
+    pub username: Option<&'a str>,
+    pub has_password: bool,
+}
+
+/// What to do with a CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict<'a> {
+    /// Check the password against this device's secret.
+    Verify(&'a str),
+    /// Let in as an anonymous client.
+    Anonymous,
+    /// Refuse: a bad username or password (CONNACK 0x04 / 0x86).
+    BadCredentials(&'static str),
+    /// Refuse: not authorized (CONNACK 0x05 / 0x87).
+    NotAuthorized(&'static str),
+}
+
+/// The device that owns `client_id` under the prefix rule (`name` or `name:...`).
+pub fn client_id_owner(client_id: &str) -> &str {
+    client_id.split_once(':').map_or(client_id, |(name, _)| name)
+}
+
+/// Decides a CONNECT. `registered` says whether a name is a device with credentials.
+pub fn check_connect<'a>(
+    c: Connect<'a>,
+    rule: ClientIdRule,
+    anonymous_allowed: bool,
+    registered: impl Fn(&str) -> bool,
+) -> Verdict<'a> {
+    if let Some(name) = c.username.filter(|u| registered(u)) {
+        if !c.has_password {
+            return Verdict::BadCredentials("a registered device must give its secret as the password");
+        }
+        let id_ok = match rule {
+            ClientIdRule::Exact => c.client_id == name,
+            ClientIdRule::Prefix => client_id_owner(c.client_id) == name,
+        };
+        if !id_ok {
+            return Verdict::NotAuthorized(match rule {
+                ClientIdRule::Exact => "the client id must be the device name",
+                ClientIdRule::Prefix => "the client id must be the device name or start with it and ':'",
+            });
+        }
+        return Verdict::Verify(name);
+    }
+    if !anonymous_allowed {
+        return Verdict::NotAuthorized(if c.username.is_some() {
+            "no such device (add it with `roost device add`)"
+        } else {
+            "credentials are required on this listener"
+        });
+    }
+    if registered(c.client_id) || registered(client_id_owner(c.client_id)) {
+        return Verdict::NotAuthorized(
+            "the client id belongs to a registered device; connect with its credentials",
+        );
+    }
+    Verdict::Anonymous
+}
+
+/// What an authenticated device may publish outside the board topics.
+pub fn check_device_publish(device: &str, topic: &str) -> Result<(), &'static str> {
+    let own = topic.strip_prefix("devices/").and_then(|rest| rest.strip_prefix(device));
+    match own {
+        Some("") => Ok(()),
+        Some(rest) if rest.starts_with('/') => Ok(()),
+        _ => Err("a device publishes only under devices/<its name>/"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect<'a>(client_id: &'a str, username: Option<&'a str>, has_password: bool) -> Connect<'a> {
+        Connect { client_id, username, has_password }
+    }
+
+    fn registered(name: &str) -> bool {
+        ["sensor-1", "sensor-2"].contains(&name)
+    }
+
+    #[test]
+    fn a_registered_device_must_give_its_secret_and_its_own_client_id() {
+        let check = |c, rule, anon| check_connect(c, rule, anon, registered);
+        assert_eq!(
+            check(connect("sensor-1", Some("sensor-1"), true), ClientIdRule::Exact, false),
+            Verdict::Verify("sensor-1")
+        );
+        assert!(matches!(
+            check(connect("sensor-1", Some("sensor-1"), false), ClientIdRule::Exact, true),
+            Verdict::BadCredentials(_)
+        ));
+        assert!(matches!(
+            check(connect("sensor-2", Some("sensor-1"), true), ClientIdRule::Exact, true),
+            Verdict::NotAuthorized(_)
+        ));
+        assert!(matches!(
+            check(connect("sensor-1:a", Some("sensor-1"), true), ClientIdRule::Exact, true),
+            Verdict::NotAuthorized(_)
+        ));
+        assert_eq!(
+            check(connect("sensor-1:a", Some("sensor-1"), true), ClientIdRule::Prefix, false),
+            Verdict::Verify("sensor-1")
+        );
+        // A prefix without the separator is another name.
+        assert!(matches!(
+            check(connect("sensor-10", Some("sensor-1"), true), ClientIdRule::Prefix, true),
+            Verdict::NotAuthorized(_)
+        ));
+    }
+
+    #[test]
+    fn anonymous_clients_only_where_allowed_and_never_under_a_device_name() {
+        let check = |c, anon| check_connect(c, ClientIdRule::Exact, anon, registered);
+        assert_eq!(check(connect("probe", None, false), true), Verdict::Anonymous);
+        assert!(matches!(check(connect("probe", None, false), false), Verdict::NotAuthorized(_)));
+        // An unregistered username is only a label on an anonymous listener...
+        assert_eq!(check(connect("b-7", Some("b-7"), false), true), Verdict::Anonymous);
+        // ...and refused on one that needs credentials.
+        assert!(matches!(check(connect("b-7", Some("b-7"), true), false), Verdict::NotAuthorized(_)));
+        // Taking over a device's session by its client id.
+        assert!(matches!(check(connect("sensor-1", None, false), true), Verdict::NotAuthorized(_)));
+        assert!(matches!(
+            check(connect("sensor-1:x", Some("other"), false), true),
+            Verdict::NotAuthorized(_)
+        ));
+    }
+
+    #[test]
+    fn a_device_publishes_telemetry_only_under_its_own_name() {
+        assert!(check_device_publish("sensor-1", "devices/sensor-1/env").is_ok());
+        assert!(check_device_publish("sensor-1", "devices/sensor-1").is_ok());
+        assert!(check_device_publish("sensor-1", "devices/sensor-2/env").is_err());
+        assert!(check_device_publish("sensor-1", "devices/sensor-10/env").is_err());
+        assert!(check_device_publish("sensor-1", "other/topic").is_err());
+        assert!(check_device_publish("sensor-1", "devices").is_err());
+    }
+}
