@@ -84,9 +84,9 @@ linger_ms = 50
     let drain = Instant::now();
     wait_drained(&roost, Duration::from_secs(180)).await;
     eprintln!("drained within {:?} of postgres coming back", drain.elapsed());
-    let mut complaints = check("postgres", &outcome, &pg_stored(&pg, &schema, "env").await);
-    complaints.extend(check("sqlite", &outcome, &sqlite_stored(&sqlite, "env")));
     let pg_rows = pg_stored(&pg, &schema, "env").await;
+    let mut complaints = check("postgres", &outcome, &pg_rows);
+    complaints.extend(check("sqlite", &outcome, &sqlite_stored(&sqlite, "env")));
     if pg_rows.rows() != MESSAGES || pg_rows.duplicates() != 0 {
         complaints.push(format!(
             "postgres: {} rows, {} seqs twice; want all {MESSAGES}, none twice",
