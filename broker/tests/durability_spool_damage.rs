@@ -101,7 +101,9 @@ async fn a_damaged_spool_keeps_its_good_frames_and_reports_the_rest() {
     let segments: BTreeSet<&PathBuf> = frames.iter().map(|f| &f.segment).collect();
     assert!(segments.len() >= 3, "want several segments to damage, got {}", segments.len());
     // Flip bytes in the middle of a frame of an earlier segment...
-    let flipped = frames.iter().find(|f| &f.segment == *segments.iter().nth(1).unwrap()).unwrap();
+    let second: Vec<&Frame> =
+        frames.iter().filter(|f| &f.segment == *segments.iter().nth(1).unwrap()).collect();
+    let flipped = second[second.len() / 2];
     let mut bytes = std::fs::read(&flipped.segment).unwrap();
     let middle = flipped.offset + HEADER + (flipped.len - HEADER) / 2;
     for b in &mut bytes[middle..middle + 4] {
