@@ -13,7 +13,7 @@
 //!
 //! Environment: `ROOST_BENCH_MESSAGES` (per throughput run, default 200000),
 //! `ROOST_BENCH_CONNECTIONS` (default 128), `ROOST_BENCH_WINDOW` (in flight per connection,
-//! default 32), `ROOST_BENCH_OUTAGE_SECS` (default 20; the figure is for 60),
+//! default 32), `ROOST_BENCH_OUTAGE_SECS` (default 60),
 //! `ROOST_BENCH_BACKLOG` (messages published during the outage, default 200000). Needs
 //! `ROOST_TEST_POSTGRES_URL` (`make bench` sets it).
 
@@ -151,7 +151,7 @@ fn main() {
         connections: env_or("ROOST_BENCH_CONNECTIONS", 128) as usize,
         window: env_or("ROOST_BENCH_WINDOW", 32) as u16,
     };
-    let outage = Duration::from_secs(env_or("ROOST_BENCH_OUTAGE_SECS", 20));
+    let outage = Duration::from_secs(env_or("ROOST_BENCH_OUTAGE_SECS", 60));
     let backlog = Shape { messages: env_or("ROOST_BENCH_BACKLOG", 200_000), ..shape };
     println!(
         "roost durability benchmark: QoS 1 into postgres, {} connections x {} in flight, 100-byte JSON, {} messages per run",
