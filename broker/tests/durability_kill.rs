@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::durability::{check, pg_schema, pg_stored, sqlite_stored, wait_drained};
+use common::durability::{check, pg_schema, pg_stored, sqlite_stored, two_sinks, wait_drained};
 use common::Roost;
 use rand::Rng;
 use roost_testkit::publisher::{Load, Publisher};
@@ -27,21 +27,7 @@ const KILLS: u64 = 3;
 async fn every_acknowledged_message_survives_sigkill_and_none_is_stored_twice() {
     let pg = env_url("ROOST_TEST_POSTGRES_URL");
     let schema = pg_schema(&pg, "kill").await;
-    let config = format!(
-        r#"
-[[sinks]]
-name = "pg"
-kind = "postgres"
-url = "{pg}"
-schema = "{schema}"
-linger_ms = 50
-
-[[sinks]]
-name = "sqlite"
-kind = "sqlite"
-linger_ms = 50
-"#
-    );
+    let config = two_sinks(&pg, &schema);
     let dir = tempfile::tempdir().unwrap();
     let mut roost = Roost::start(dir.path(), Some(&config));
     let (addr, addr_rx) = watch::channel(roost.mqtt);

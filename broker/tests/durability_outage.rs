@@ -13,7 +13,7 @@ mod common;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use common::durability::{check, pg_schema, pg_stored, sqlite_stored, wait_drained};
+use common::durability::{check, pg_schema, pg_stored, sqlite_stored, two_sinks, wait_drained};
 use common::Roost;
 use roost_testkit::env_url;
 use roost_testkit::proxy::Proxy;
@@ -35,21 +35,7 @@ async fn postgres_away_for_a_minute_loses_nothing_and_does_not_stall_the_healthy
     let pg = env_url("ROOST_TEST_POSTGRES_URL");
     let schema = pg_schema(&pg, "outage").await;
     let (mut proxy, via_proxy) = Proxy::postgres(&pg).await;
-    let config = format!(
-        r#"
-[[sinks]]
-name = "pg"
-kind = "postgres"
-url = "{via_proxy}"
-schema = "{schema}"
-linger_ms = 50
-
-[[sinks]]
-name = "sqlite"
-kind = "sqlite"
-linger_ms = 50
-"#
-    );
+    let config = two_sinks(&via_proxy, &schema);
     let dir = tempfile::tempdir().unwrap();
     let sqlite = dir.path().join("roost.db");
     let roost = Roost::start(dir.path(), Some(&config));

@@ -17,6 +17,26 @@ pub async fn pg_schema(url: &str, prefix: &str) -> String {
     schema
 }
 
+/// A config with two sinks that the default pipeline (`devices/#`) feeds: `pg`, PostgreSQL at
+/// `url` in `schema`, and `sqlite`, SQLite in the data directory; both write every 50 ms.
+pub fn two_sinks(url: &str, schema: &str) -> String {
+    format!(
+        r#"
+[[sinks]]
+name = "pg"
+kind = "postgres"
+url = "{url}"
+schema = "{schema}"
+linger_ms = 50
+
+[[sinks]]
+name = "sqlite"
+kind = "sqlite"
+linger_ms = 50
+"#
+    )
+}
+
 async fn pg_connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
