@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Overrides, Settings};
 use crate::datadir;
-use crate::output::{human_duration, table};
+use crate::output::{human_bytes, human_duration, table};
 use crate::stats::Status;
 
 #[derive(Debug, Parser)]
@@ -191,11 +191,29 @@ pub fn render_status(s: &Status) -> String {
     }
     out.push('\n');
     out.push_str(&table(&rows));
-    let mut rows =
-        vec![["SINK", "KIND", "WRITTEN", "BATCHES", "REJECTED", "FAILED", "BACKLOG", "LAST ERROR"]
-            .map(String::from)
-            .to_vec()];
+    let mut rows = vec![[
+        "SINK",
+        "KIND",
+        "WRITTEN",
+        "BATCHES",
+        "REJECTED",
+        "FAILED",
+        "SPOOL",
+        "OLDEST",
+        "STATE",
+        "LAST ERROR",
+    ]
+    .map(String::from)
+    .to_vec()];
     for k in &s.sinks {
+        let spool = &k.spool;
+        let state = if spool.full {
+            "full"
+        } else if k.retrying {
+            "retrying"
+        } else {
+            "ok"
+        };
         rows.push(vec![
             k.name.clone(),
             k.kind.clone(),
@@ -203,7 +221,9 @@ pub fn render_status(s: &Status) -> String {
             k.batches.to_string(),
             k.records_rejected.to_string(),
             k.records_failed.to_string(),
-            k.backlog.to_string(),
+            format!("{} entries, {}", spool.entries, human_bytes(spool.bytes)),
+            spool.oldest_age_ms.map_or_else(|| "-".into(), |ms| human_duration(ms / 1000)),
+            state.into(),
             k.last_error.clone().unwrap_or_else(|| "-".into()),
         ]);
     }

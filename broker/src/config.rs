@@ -51,6 +51,9 @@ pub struct Settings {
     sink_specs: Vec<SinkSpec>,
     #[serde(default)]
     pub pipelines: Vec<PipelineSettings>,
+    /// `[spool]`: each sink's queue on disk.
+    #[serde(default)]
+    pub spool: crate::sink::settings::SpoolSettings,
     /// `[deadletter]`: the store of what could not be written or mapped.
     #[serde(default)]
     pub deadletter: crate::deadletter::DeadLetterSettings,
@@ -305,6 +308,7 @@ impl Settings {
             return Err(invalid("mqtt.max_packet_size".into(), "must be at least 1024 bytes".into()));
         }
         self.boards.validate().map_err(|m| invalid("boards".into(), m))?;
+        self.spool.check().map_err(|(key, m)| invalid(key.into(), m))?;
         self.processors.validate()?;
         let mut names = HashSet::new();
         for (i, sink) in self.sink_specs.iter().enumerate() {

@@ -1,8 +1,9 @@
 //! Ingest: what the broker calls for every accepted PUBLISH. [`Ingest`] finds the pipelines
 //! whose topic filters match and hands the message to each one's bounded mailbox (the
-//! [`crate::pipeline`] actors read them), waiting while it is full, so a slow pipeline slows
-//! publishers down instead of growing a queue. It counts what comes in, what no pipeline takes
-//! and what it refuses while Roost stops.
+//! [`crate::pipeline`] actors read them), waiting while it is full. For QoS 1 and 2 it then waits
+//! until every pipeline has stored the message (its records on disk in every sink's spool, or
+//! the message in the dead-letter store): the broker sends the PUBACK only after that. It counts
+//! what comes in, what no pipeline takes and what it refuses while Roost stops.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use roost_core::{topic, Message};
 use tokio::sync::mpsc;
 
+use crate::pipeline::Inbound;
 use crate::stats::Stats;
 
 /// The broker's way into the pipelines.
@@ -20,7 +22,7 @@ pub struct Ingest {
 
 struct Route {
     filters: Vec<String>,
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Inbound>,
 }
 
 /// Ingest is closed: Roost is stopping and takes no more messages.
@@ -29,11 +31,12 @@ pub struct Closed;
 
 impl Ingest {
     /// The ingest for the pipelines' topic filters and mailboxes, `(filters, mailbox)` each.
-    pub fn new(routes: Vec<(Vec<String>, mpsc::Sender<Message>)>, stats: Arc<Stats>) -> Ingest {
+    pub fn new(routes: Vec<(Vec<String>, mpsc::Sender<Inbound>)>, stats: Arc<Stats>) -> Ingest {
         Ingest { routes: routes.into_iter().map(|(filters, tx)| Route { filters, tx }).collect(), stats }
     }
 
-    /// Takes one accepted message. Returns once every matching pipeline has queued it.
+    /// Takes one accepted message. Returns once every matching pipeline has stored it (QoS 1
+    /// and 2) or queued it (QoS 0, which has no PUBACK to hold back).
     pub async fn accept(&self, msg: Message) -> Result<(), Closed> {
         let targets: Vec<&Route> =
             self.routes.iter().filter(|r| r.filters.iter().any(|f| topic::matches(f, &msg.topic))).collect();
@@ -42,11 +45,26 @@ impl Ingest {
             self.stats.messages_unrouted.fetch_add(1, Relaxed);
             return Ok(());
         };
+        let tracked = msg.qos > 0;
+        let mut stored = Vec::with_capacity(targets.len());
+        let mut send = |msg| {
+            if tracked {
+                let (inbound, done) = Inbound::tracked(msg);
+                stored.push(done);
+                inbound
+            } else {
+                Inbound::untracked(msg)
+            }
+        };
         for route in others {
-            route.tx.send(msg.clone()).await.map_err(|_| self.refused())?;
+            route.tx.send(send(msg.clone())).await.map_err(|_| self.refused())?;
         }
-        last.tx.send(msg).await.map_err(|_| self.refused())?;
+        last.tx.send(send(msg)).await.map_err(|_| self.refused())?;
         self.stats.messages_in.fetch_add(1, Relaxed);
+        for done in stored {
+            // Unanswered: the records could not be stored (Roost is stopping): no PUBACK.
+            done.await.map_err(|_| self.refused())?;
+        }
         Ok(())
     }
 

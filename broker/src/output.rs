@@ -28,6 +28,21 @@ pub fn human_duration(secs: u64) -> String {
     }
 }
 
+/// A size in bytes, in the largest binary unit that keeps it at 1 or more: `512 B`, `1.5 KiB`, `3.0 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 /// How long before `now` the moment `then` was (both in Unix milliseconds), in one unit:
 /// `12s ago`, `3m ago`, `2h ago`, `4d ago`.
 pub fn ago(now_ms: u64, then_ms: u64) -> String {
@@ -50,6 +65,9 @@ mod tests {
         assert_eq!(human_duration(192), "3m12s");
         assert_eq!(human_duration(7300), "2h1m");
         assert_eq!(human_duration(90000), "1d1h");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 
     #[test]

@@ -1,29 +1,58 @@
 //! The pipeline actors. Each [`PipelineActor`] takes messages from its bounded mailbox (filled
-//! by [`crate::ingest`]), runs its processor over them and hands the records to its sinks. Every
-//! hand-off awaits capacity, so a slow database slows publishers down instead of growing a queue
-//! or dropping data.
+//! by [`crate::ingest`]), runs its processor over them and appends the records to each of its
+//! sinks' spools at once. A message's [`Inbound::done`] is answered once its records are on disk
+//! in every sink's spool (or its failure is in the dead-letter store): that is what the broker
+//! waits for before it sends the PUBACK. Appends of several batches are in flight together, so
+//! the spools commit them in groups; a full spool slows publishers down instead of growing a
+//! queue or dropping data.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use roost_core::{Message, Record};
 use roost_processors::pool::{self, PoolStopped, Processed, WorkerPool};
 use roost_processors::Processor;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::deadletter::{DeadLetters, Letter};
 use crate::ratelimit::RateLimit;
-use crate::sink::SinkHandle;
+use crate::sink::{Encoded, SinkHandle};
 use crate::stats::PipelineStats;
 
 /// Messages queued per pipeline before the broker waits.
 pub const MAILBOX_MESSAGES: usize = 4096;
 /// Messages a pipeline takes from its mailbox at once.
 const CHUNK: usize = 256;
+/// Batches whose records are being appended to the spools at once.
+const SPOOLING: usize = 32;
+
+/// A message for a pipeline, with whom to tell once it is stored.
+#[derive(Debug)]
+pub struct Inbound {
+    pub msg: Message,
+    /// Answered once the message's records are in every sink's spool or the message is in the
+    /// dead-letter store; dropped unanswered if they could not be stored (Roost is stopping).
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+impl Inbound {
+    /// A message whose sender waits until it is stored.
+    pub fn tracked(msg: Message) -> (Inbound, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Inbound { msg, done: Some(tx) }, rx)
+    }
+
+    /// A message whose sender does not wait (QoS 0: no PUBACK to hold back).
+    pub fn untracked(msg: Message) -> Inbound {
+        Inbound { msg, done: None }
+    }
+}
+
+type Dones = Vec<oneshot::Sender<()>>;
 
 /// Where a pipeline's processor runs.
 pub enum Stage {
@@ -37,8 +66,8 @@ pub enum Stage {
 /// One pipeline: its processor and its sinks.
 pub struct PipelineActor {
     stage: Stage,
-    rx: mpsc::Receiver<Message>,
-    sinks: Vec<SinkHandle>,
+    rx: mpsc::Receiver<Inbound>,
+    sinks: Arc<[SinkHandle]>,
     stats: Arc<PipelineStats>,
     /// Cancelled when Roost stops taking messages: close the mailbox, drain it, exit.
     stop_intake: CancellationToken,
@@ -53,12 +82,12 @@ impl PipelineActor {
         sinks: Vec<SinkHandle>,
         stop_intake: CancellationToken,
         dead_letters: DeadLetters,
-    ) -> (PipelineActor, mpsc::Sender<Message>) {
+    ) -> (PipelineActor, mpsc::Sender<Inbound>) {
         let (tx, rx) = mpsc::channel(MAILBOX_MESSAGES);
         let actor = PipelineActor {
             stage,
             rx,
-            sinks,
+            sinks: sinks.into(),
             stats: Arc::new(PipelineStats::new(name)),
             stop_intake,
             dead_letters,
@@ -72,8 +101,9 @@ impl PipelineActor {
     }
 
     pub async fn run(mut self) {
-        let mut messages = Vec::with_capacity(CHUNK);
+        let mut inbound = Vec::with_capacity(CHUNK);
         let mut in_flight = FuturesOrdered::new();
+        let mut spooling = FuturesUnordered::new();
         let capacity = match &self.stage {
             Stage::Inline(_) => 1,
             Stage::Pool(pool) => pool.workers(),
@@ -81,11 +111,12 @@ impl PipelineActor {
         loop {
             let n = tokio::select! {
                 biased;
-                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.finish(done).await;
+                Some(()) = spooling.next(), if !spooling.is_empty() => continue,
+                Some((done, dones)) = in_flight.next(), if !in_flight.is_empty() && spooling.len() < SPOOLING => {
+                    spooling.push(self.finish(done, dones).await);
                     continue;
                 }
-                n = self.rx.recv_many(&mut messages, CHUNK), if in_flight.len() < capacity => n,
+                n = self.rx.recv_many(&mut inbound, CHUNK), if in_flight.len() < capacity && spooling.len() < SPOOLING => n,
                 _ = self.stop_intake.cancelled(), if !self.rx.is_closed() => {
                     // Refuse new messages; those already queued are still received below.
                     self.rx.close();
@@ -93,37 +124,58 @@ impl PipelineActor {
                 }
             };
             if n == 0 {
-                while let Some(done) = in_flight.next().await {
-                    self.finish(done).await;
+                while let Some((done, dones)) = in_flight.next().await {
+                    spooling.push(self.finish(done, dones).await);
                 }
+                while spooling.next().await.is_some() {}
                 break;
             }
-            let batch = std::mem::replace(&mut messages, Vec::with_capacity(CHUNK));
+            let (batch, dones): (Vec<Message>, Vec<_>) = inbound.drain(..).map(|i| (i.msg, i.done)).unzip();
+            let dones: Dones = dones.into_iter().flatten().collect();
             match &mut self.stage {
                 Stage::Inline(processor) => {
                     let done = pool::run(processor, batch, None);
-                    self.finish(Ok(done)).await;
+                    spooling.push(self.finish(Ok(done), dones).await);
                 }
                 Stage::Pool(pool) => {
                     let pool = pool.clone();
-                    in_flight.push_back(async move { pool.process(batch).await });
+                    in_flight.push_back(async move { (pool.process(batch).await, dones) });
                 }
             }
         }
         info!(pipeline = %self.stats.name, messages = self.stats.messages.load(Relaxed), "pipeline stopped");
     }
 
-    /// Counts a processed batch, keeps its failures as dead letters and hands its records on.
-    async fn finish(&mut self, done: Result<Processed, PoolStopped>) {
-        let done = match done {
-            Ok(done) => done,
+    /// Counts a processed batch and keeps its failures as dead letters; returns the append of
+    /// its records to the sinks' spools, which answers the batch's messages once done.
+    async fn finish(
+        &mut self,
+        done: Result<Processed, PoolStopped>,
+        dones: Dones,
+    ) -> impl std::future::Future<Output = ()> + use<> {
+        let sinks = self.sinks.clone();
+        let pipeline = self.stats.name.clone();
+        let records = match done {
+            Ok(done) => self.count(done).await,
             Err(e) => {
-                // Only if a worker thread died outside a processor call: nothing to recover.
-                error!(pipeline = %self.stats.name, error = %e, "processor workers gone; a batch was lost");
-                return;
+                // Only if a worker thread died outside a processor call: the batch's messages
+                // are not answered, so their publishers get no PUBACK and send them again.
+                error!(pipeline = %self.stats.name, error = %e, "processor workers gone; a batch was not stored");
+                return futures::future::Either::Left(std::future::ready(()));
             }
         };
+        futures::future::Either::Right(async move {
+            if deliver(&sinks, &pipeline, records).await {
+                dones.into_iter().for_each(|d| _ = d.send(()));
+            }
+        })
+    }
+
+    /// Counts a processed batch, keeps its failures as dead letters (on disk before their
+    /// messages are answered) and returns its records.
+    async fn count(&mut self, done: Processed) -> Vec<Record> {
         self.stats.messages.fetch_add(done.messages as u64, Relaxed);
+        let failed = !done.failed.is_empty();
         for (msg, e) in done.failed {
             self.stats.errors.fetch_add(1, Relaxed);
             if let Some(suppressed) = self.error_log.check() {
@@ -138,23 +190,26 @@ impl PipelineActor {
                 })
                 .await;
         }
-        if done.records.is_empty() {
-            return;
+        if failed {
+            self.dead_letters.flush().await;
         }
         self.stats.records.fetch_add(done.records.len() as u64, Relaxed);
-        deliver(&self.sinks, &self.stats.name, done.records).await;
+        done.records
     }
 }
 
-/// Hands records to every sink, the original to the last one.
-async fn deliver(sinks: &[SinkHandle], pipeline: &str, records: Vec<Record>) {
-    let Some((last, others)) = sinks.split_last() else { return };
-    for sink in others {
-        if !sink.send(records.clone()).await {
-            warn!(pipeline, sink = %sink.name, "sink stopped before its pipeline");
+/// Appends records to every sink's spool at once; `true` once all have them on disk.
+async fn deliver(sinks: &[SinkHandle], pipeline: &str, records: Vec<Record>) -> bool {
+    if records.is_empty() {
+        return true;
+    }
+    let encoded = Encoded::new(&records);
+    let appends = sinks.iter().map(|sink| async {
+        let result = sink.append(encoded.clone()).await;
+        if let Err(e) = &result {
+            warn!(pipeline, sink = %sink.name, error = %e, "records not stored in the sink's spool");
         }
-    }
-    if !last.send(records).await {
-        warn!(pipeline, sink = %last.name, "sink stopped before its pipeline");
-    }
+        result.is_ok()
+    });
+    futures::future::join_all(appends).await.into_iter().all(|ok| ok)
 }

@@ -1,9 +1,10 @@
-//! `roost serve`: wires the actors downstream first (sinks, then pipelines, then the broker's
-//! ingest), serves until a stop signal, then shuts down in order: stop accepting MQTT
-//! connections, disconnect clients, close ingest, let the pipelines drain into the sinks, let the
-//! sinks flush, stop the API. What a publisher got a PUBACK for is in the database after a clean
-//! stop; if the sinks cannot flush within `shutdown_timeout_secs`, Roost says how many records it
-//! could not write and exits non-zero.
+//! `roost serve`: wires the actors downstream first (sinks with their spools, then pipelines,
+//! then the broker's ingest), serves until a stop signal, then shuts down in order: stop
+//! accepting MQTT connections, disconnect clients, close ingest, let the pipelines drain into the
+//! spools, let the sinks drain their spools, stop the API. What a publisher got a PUBACK for is
+//! in a sink's spool on disk; after a clean stop it is in the database. If the sinks cannot
+//! drain within `shutdown_timeout_secs`, Roost says how much is left in the spools (written at
+//! the next start) and exits non-zero.
 
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
@@ -29,7 +30,7 @@ use crate::mqtt::{Broker, ListenerConfig};
 use crate::pipeline::{PipelineActor, Stage};
 use crate::processors::api::ProcessorsApi;
 use crate::processors::Processors;
-use crate::sink::SinkActor;
+use crate::sink::{settings as spool_settings, SinkActor, SinkParams};
 use crate::stats::{SinkStatus, Stats};
 
 /// Runs the server until `stop` resolves, then shuts down cleanly.
@@ -61,18 +62,31 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
             .open(&ctx)
             .await
             .with_context(|| format!("opening sink {:?} ({kind})", spec.name))?;
-        let (actor, handle) = SinkActor::new(
-            &spec.name,
-            sink,
-            spec.batch_size,
-            Duration::from_millis(spec.linger_ms),
-            give_up.clone(),
-            dead_letters.clone(),
-        );
+        let spool_dir = spool_settings::dir(&data_dir, &spec.name);
+        let stream = spool_settings::stream(&spool_dir, &spec.name).with_context(|| {
+            format!("reading the spool id of sink {:?} in {}", spec.name, spool_dir.display())
+        })?;
+        let spool = roost_spool::Spool::open(&spool_dir, settings.spool.config()).with_context(|| {
+            format!("opening the spool of sink {:?} in {}", spec.name, spool_dir.display())
+        })?;
+        let recovery = spool.2.clone();
+        if recovery.damaged_bytes > 0 {
+            warn!(sink = %spec.name, torn_tail_bytes = recovery.torn_tail_bytes, damaged_bytes = recovery.damaged_bytes,
+                  lost_entries = recovery.lost_entries, "the sink's spool was damaged (a crash or a disk fault): the good entries are kept, the rest is counted");
+        }
+        let params = SinkParams {
+            stream,
+            batch_size: spec.batch_size,
+            linger: Duration::from_millis(spec.linger_ms),
+            give_up: give_up.clone(),
+            dead_letters: dead_letters.clone(),
+        };
+        let (actor, handle) = SinkActor::new(&spec.name, sink, spool, params);
         sink_stats.push(actor.stats());
         sink_handles.push(handle);
         actors.spawn(actor.run());
-        info!(sink = %spec.name, kind, batch_size = spec.batch_size, linger_ms = spec.linger_ms, "sink ready");
+        info!(sink = %spec.name, kind, batch_size = spec.batch_size, linger_ms = spec.linger_ms,
+              spool_entries = recovery.entries, "sink ready");
     }
 
     // Then processors and pipelines.
@@ -186,17 +200,20 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
     drop(broker);
     boards.flush();
 
-    let lost = failed() - failed_before + sink_stats.iter().map(|s| s.backlog()).sum::<u64>();
-    if !drained || lost > 0 {
-        for s in
-            sink_stats.iter().filter(|s| s.backlog() > 0 || s.last_error.lock().is_ok_and(|e| e.is_some()))
-        {
-            error!(sink = %s.name, backlog = s.backlog(), last_error = ?SinkStatus::of(s).last_error, "sink did not flush before stop");
+    let failed_now = failed() - failed_before;
+    let left: u64 = sink_stats.iter().map(|s| s.spool.stats().entries).sum();
+    if !drained || left > 0 || failed_now > 0 {
+        for s in sink_stats.iter().filter(|s| s.spool.stats().entries > 0) {
+            error!(sink = %s.name, spool_entries = s.spool.stats().entries, records = s.backlog(),
+                   last_error = ?SinkStatus::of(s).last_error, "sink did not catch up before stop");
         }
         bail!(
-            "stopped with {lost} records not written to their sinks (shutdown_timeout_secs = {}); \
-             they are kept in the dead-letter store: `roost deadletter replay` once the database is back",
-            settings.shutdown_timeout_secs
+            "stopped before the sinks caught up (shutdown_timeout_secs = {}): {left} spool entries \
+             ({} records of this run) are not written yet and stay in {}, written when Roost starts again; \
+             {failed_now} records could never be written and are in the dead-letter store",
+            settings.shutdown_timeout_secs,
+            sink_stats.iter().map(|s| s.backlog()).sum::<u64>(),
+            data_dir.join("spool").display(),
         );
     }
     info!(

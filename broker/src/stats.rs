@@ -1,11 +1,12 @@
 //! Counters shared by the actors, read by the admin API: `/metrics` renders them as Prometheus
 //! text and `/api/v1/status` as JSON, so both always agree.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use roost_processors::wasm::CallSummary;
+use roost_spool::{Monitor, Recovery};
 use serde::Serialize;
 
 use crate::prometheus::{self, Kind};
@@ -51,6 +52,16 @@ pub struct SinkStats {
     /// How long successful writes took.
     pub write_latency: Histogram,
     pub last_error: Mutex<Option<String>>,
+    /// Waiting to retry a failed write.
+    pub retrying: AtomicBool,
+    /// The sink's spool: backlog, size, age of the oldest entry.
+    pub spool: Monitor,
+    /// What opening the spool found (damage left by a crash).
+    pub recovery: Recovery,
+    /// Spool entries whose checksum matched but that could not be read as records (skipped).
+    pub spool_undecodable: AtomicU64,
+    /// How the sink keeps a batch replayed after a crash from being stored twice.
+    pub replay_safety: &'static str,
 }
 
 /// A Prometheus histogram with fixed buckets.
@@ -111,8 +122,19 @@ impl PipelineStats {
 }
 
 impl SinkStats {
-    pub fn new(name: &str, kind: &str) -> Self {
+    pub fn new(
+        name: &str,
+        kind: &str,
+        spool: Monitor,
+        recovery: Recovery,
+        replay_safety: &'static str,
+    ) -> Self {
         SinkStats {
+            retrying: AtomicBool::new(false),
+            spool,
+            recovery,
+            spool_undecodable: zero(),
+            replay_safety,
             name: name.into(),
             kind: kind.into(),
             records_in: zero(),
@@ -209,8 +231,55 @@ pub struct SinkStatus {
     pub records_failed: u64,
     pub batches: u64,
     pub write_errors: u64,
+    /// Records handed to the sink since Roost started and not yet written (see `spool` for
+    /// everything on disk, including what an earlier run left).
     pub backlog: u64,
     pub last_error: Option<String>,
+    /// Waiting to retry a failed write.
+    #[serde(default)]
+    pub retrying: bool,
+    #[serde(default)]
+    pub replay_safety: String,
+    #[serde(default)]
+    pub spool: SpoolStatus,
+}
+
+/// A sink's spool, as status shows it.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct SpoolStatus {
+    /// Entries (each a chunk of one pipeline batch's records) not yet written.
+    pub entries: u64,
+    pub bytes: u64,
+    /// How long the oldest entry has waited, in milliseconds.
+    pub oldest_age_ms: Option<u64>,
+    /// Whether appends wait for space (policy `block`).
+    pub full: bool,
+    /// Entries dropped unwritten while full (policy `drop-oldest`).
+    pub dropped_total: u64,
+    /// Entries lost to damage (found while reading), and bytes found damaged on open.
+    pub damaged_total: u64,
+    pub damaged_bytes_on_open: u64,
+    /// Entries skipped because they could not be read as records.
+    pub undecodable_total: u64,
+    /// Failed spool writes or syncs (each retried: a full disk).
+    pub write_errors_total: u64,
+}
+
+impl SpoolStatus {
+    pub fn of(s: &SinkStats) -> Self {
+        let now = s.spool.stats();
+        SpoolStatus {
+            entries: now.entries,
+            bytes: now.bytes,
+            oldest_age_ms: now.oldest_age.map(|d| d.as_millis() as u64),
+            full: now.full,
+            dropped_total: now.dropped_total,
+            damaged_total: now.damaged_total,
+            damaged_bytes_on_open: s.recovery.damaged_bytes,
+            undecodable_total: s.spool_undecodable.load(Relaxed),
+            write_errors_total: now.write_errors_total,
+        }
+    }
 }
 
 impl SinkStatus {
@@ -225,6 +294,9 @@ impl SinkStatus {
             write_errors: s.write_errors.load(Relaxed),
             backlog: s.backlog(),
             last_error: s.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            retrying: s.retrying.load(Relaxed),
+            replay_safety: s.replay_safety.into(),
+            spool: SpoolStatus::of(s),
         }
     }
 }
@@ -299,13 +371,20 @@ const PIPELINE_METRICS: [Metric<PipelineStats>; 3] = [
 ];
 
 #[rustfmt::skip]
-const SINK_METRICS: [Metric<SinkStats>; 6] = [
+const SINK_METRICS: [Metric<SinkStats>; 13] = [
     Metric::counter("roost_sink_records_written_total", "Records a sink wrote.", |s| load(&s.records_written)),
     Metric::counter("roost_sink_batches_total", "Batches a sink wrote.", |s| load(&s.batches)),
     Metric::counter("roost_sink_records_rejected_total", "Records a database refused for good.", |s| load(&s.records_rejected)),
     Metric::counter("roost_sink_records_failed_total", "Records given up on without being written.", |s| load(&s.records_failed)),
     Metric::counter("roost_sink_write_errors_total", "Failed write attempts.", |s| load(&s.write_errors)),
-    Metric::gauge("roost_sink_backlog_records", "Records waiting to be written.", |s| s.backlog() as f64),
+    Metric::gauge("roost_sink_backlog_records", "Records handed to a sink since start and not yet written.", |s| s.backlog() as f64),
+    Metric::gauge("roost_sink_retrying", "1 while a sink waits to retry a failed write.", |s| f64::from(u8::from(s.retrying.load(Relaxed)))),
+    Metric::gauge("roost_sink_spool_entries", "Spool entries waiting to be written.", |s| s.spool.stats().entries as f64),
+    Metric::gauge("roost_sink_spool_bytes", "Bytes of a sink's spool on disk.", |s| s.spool.stats().bytes as f64),
+    Metric::gauge("roost_sink_spool_oldest_age_seconds", "Age of the oldest spool entry not yet written.", |s| s.spool.stats().oldest_age.map_or(0.0, |d| d.as_secs_f64())),
+    Metric::gauge("roost_sink_spool_full", "1 while appends to a sink's spool wait for space.", |s| f64::from(u8::from(s.spool.stats().full))),
+    Metric::counter("roost_sink_spool_dropped_total", "Spool entries dropped unwritten while full (drop-oldest).", |s| s.spool.stats().dropped_total as f64),
+    Metric::counter("roost_sink_spool_damaged_total", "Spool entries lost to damage on disk, or unreadable.", |s| s.spool.stats().damaged_total as f64 + load(&s.spool_undecodable)),
 ];
 
 fn sink_labels(s: &SinkStats) -> Vec<(&'static str, String)> {
@@ -412,7 +491,9 @@ mod tests {
         stats.messages_in.store(7, Relaxed);
         let p = PipelineStats::new("default");
         p.errors.store(2, Relaxed);
-        let s = SinkStats::new("db\"1", "sqlite");
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _reader, recovery) = roost_spool::Spool::open(dir.path(), Default::default()).unwrap();
+        let s = SinkStats::new("db\"1", "sqlite", spool.monitor(), recovery, "checkpoint");
         s.records_in.store(10, Relaxed);
         s.records_written.store(4, Relaxed);
         s.write_latency.observe(Duration::from_millis(3));
@@ -425,6 +506,7 @@ mod tests {
         assert!(text.contains("roost_sink_records_written_total{sink=\"db\\\"1\",kind=\"sqlite\"} 4\n"));
         assert!(text.contains("roost_sink_backlog_records{sink=\"db\\\"1\",kind=\"sqlite\"} 6\n"));
         assert!(text.contains("# TYPE roost_sink_write_duration_seconds histogram\n"), "{text}");
+        assert!(text.contains("roost_sink_spool_entries{sink=\"db\\\"1\",kind=\"sqlite\"} 0\n"), "{text}");
         let labels = "sink=\"db\\\"1\",kind=\"sqlite\"";
         for (le, n) in [("0.0025", 0), ("0.005", 1), ("10", 1), ("+Inf", 2)] {
             let line = format!("roost_sink_write_duration_seconds_bucket{{{labels},le=\"{le}\"}} {n}\n");

@@ -103,7 +103,7 @@ async fn a_database_that_goes_away_is_retried_and_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_a_stop_cannot_flush_are_kept_and_land_after_a_restart_and_replay() {
+async fn records_a_stop_cannot_flush_stay_in_the_spool_and_land_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let roost = Roost::start(dir.path(), Some(SHORT_LOCK_WAIT));
     let lock = lock_database(dir.path());
@@ -111,24 +111,22 @@ async fn records_a_stop_cannot_flush_are_kept_and_land_after_a_restart_and_repla
         (0..25).map(|i| ("devices/d/env".to_string(), json!({"i": i}).to_string().into_bytes())).collect();
     publish_all(roost.mqtt, "stuck", messages).await;
     roost.wait_status("writes failing", |s| s["sinks"][0]["write_errors"].as_u64() > Some(0)).await;
+    let status = roost.status().await;
+    assert_eq!(status["sinks"][0]["retrying"], true, "{status}");
+    assert!(status["sinks"][0]["spool"]["entries"].as_u64() > Some(0), "{status}");
     let (status, log) = roost.stop_with_log();
     assert_eq!(status.code(), Some(1), "{log}");
-    assert!(log.contains("stopped with 25 records not written"), "{log}");
-    assert!(log.contains("kept in the dead-letter store"), "{log}");
+    assert!(log.contains("(25 records of this run) are not written yet"), "{log}");
+    assert!(log.contains("written when Roost starts again"), "{log}");
 
-    // The database is back: after a restart the 25 records are dead letters, and a replay
-    // writes them.
+    // The database is back: the next start writes the 25 records from the spool, with no
+    // replay and no dead letters.
     lock.execute_batch("ROLLBACK").unwrap();
     drop(lock);
     let roost = Roost::start(dir.path(), Some(SHORT_LOCK_WAIT));
-    let out = std::process::Command::new(common::ROOST)
-        .args(["deadletter", "replay", "--source", "sink:sqlite", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("replayed 25"));
-    roost.wait_status("replayed rows written", |s| s["sinks"][0]["records_written"] == 25).await;
+    let status = roost.wait_status("spool drained", |s| s["sinks"][0]["records_written"] == 25).await;
+    assert_eq!(status["sinks"][0]["spool"]["entries"], 0, "{status}");
+    assert_eq!(status["dead_letters"]["stored"], 0, "{status}");
     let conn = roost.db();
     assert!(roost.stop().success());
     let got: Vec<i64> = conn

@@ -15,12 +15,16 @@
 //!   (`sqlite/`: real files; `influxdb/`: the HTTP answers the conformance suite cannot provoke);
 //!   tests through the public interface, for every database, live in `connectors/tests/` (the
 //!   conformance suite, the SQL sinks, PostgreSQL TLS, the documented queries).
+//! - `sql` and `replay`: what the typed SQL sinks (postgres, mysql) share: the schema policy and
+//!   the write path, and writing a batch at its spool [`Position`] with its checkpoint.
 //!
 //! Adding a database: one folder, one line in [`KINDS`], one cargo feature
 //! (`docs/sinks/adding-a-sink.md`).
 //!
-//! Batching, retries and backpressure belong to the caller (the broker's sink actor): a sink
-//! writes what it is given, once, and says whether trying again could help.
+//! Batching, retries, backpressure and the spool belong to the caller (the broker's sink actor):
+//! a sink writes what it is given, once, and says whether trying again could help; given the
+//! batch's [`Position`] ([`Sink::write_at`]), it keeps a replay of that batch from being stored
+//! twice where the database allows ([`Sink::replay_safety`]).
 
 #[cfg(feature = "influxdb")]
 pub mod influxdb;
@@ -32,6 +36,8 @@ pub mod names;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod registry;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod replay;
 pub mod secret;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub mod sql;
@@ -95,7 +101,57 @@ pub trait Sink: Send {
     /// Writes one batch, atomically where the database allows. On `Err`, nothing of the batch
     /// is stored and the caller may retry it whole if [`SinkError::is_retryable`].
     async fn write(&mut self, batch: Arc<Vec<Record>>) -> Result<WriteOutcome, SinkError>;
+
+    /// Writes a batch with its position in the caller's queue. Sinks that can, make a replay
+    /// of the same position a no-op: SQL sinks store `position.seq` in the same transaction
+    /// (see [`Sink::committed`]) and write nothing for a `seq` not above the stored one;
+    /// document stores derive each record's key from `position.ids`.
+    /// The default ignores the position: a replay after a crash may store records twice.
+    async fn write_at(
+        &mut self,
+        batch: Arc<Vec<Record>>,
+        position: &Position,
+    ) -> Result<WriteOutcome, SinkError> {
+        let _ = position;
+        self.write(batch).await
+    }
+
+    /// The highest `seq` stored for `stream` by [`Sink::write_at`]; the caller skips spool
+    /// entries up to it when it resumes, and must never hand a sink a new batch with a `seq`
+    /// at or below it (that batch would be skipped). `None` when the sink keeps no positions
+    /// or has none yet.
+    async fn committed(&mut self, stream: &str) -> Result<Option<u64>, SinkError> {
+        let _ = stream;
+        Ok(None)
+    }
+
+    /// How a replayed batch is kept from being stored twice, for status and docs: `checkpoint`
+    /// (position stored with the batch), `keys` (record keys from ids), `natural` (the database
+    /// overwrites the same point), or `none`.
+    fn replay_safety(&self) -> &'static str {
+        "none"
+    }
 }
+
+/// Where a batch sits in the caller's durable queue (the sink's spool), so that a sink can make
+/// writing a batch again after a crash a no-op.
+#[derive(Debug, Clone)]
+pub struct Position {
+    /// The queue's name: the sink's configured name and its spool's id (`<sink>/<id>`), so a
+    /// spool made again, or another node's spool, never shares positions with this one.
+    pub stream: String,
+    /// The sequence number of the batch's last spool entry. Batches of a stream come with
+    /// increasing `seq`; a replayed batch has the same `seq` and the same records.
+    pub seq: u64,
+    /// One id per record of the batch, in order: unique within the stream and the same when
+    /// the batch is replayed.
+    pub ids: Arc<Vec<u64>>,
+}
+
+/// The table where SQL sinks keep each stream's last written `seq` ([`Sink::write_at`]). The
+/// `-` keeps it from ever being a measurement's table or index ([`names::index_name`]): a
+/// measurement and a table prefix are identifiers, which hold no `-`.
+pub const CHECKPOINT_TABLE: &str = "roost-checkpoints";
 
 /// A kind's `[[sinks]]` options, typed: serde with `deny_unknown_fields` (a misspelt option is an
 /// error naming it) and every default filled in, so serializing it shows the effective options.

@@ -347,6 +347,37 @@ pub(crate) trait DbError {
     fn describe(&self) -> String;
 }
 
+/// A stream's position ([`crate::Position`] without its ids), stored in the transaction of the
+/// batch it ends, in [`crate::CHECKPOINT_TABLE`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checkpoint<'a> {
+    pub stream: &'a str,
+    pub seq: i64,
+}
+
+impl<'a> Checkpoint<'a> {
+    /// The position's checkpoint; a `seq` past `i64::MAX` (the databases' bigint) is refused.
+    pub fn of(position: &'a crate::Position) -> Result<Self, SinkError> {
+        let seq = i64::try_from(position.seq).map_err(|_| {
+            SinkError::Config(format!(
+                "position {} of stream {:?} does not fit a bigint",
+                position.seq, position.stream
+            ))
+        })?;
+        Ok(Checkpoint { stream: &position.stream, seq })
+    }
+}
+
+/// What one transaction of a batch writes: its records grouped by table, and the checkpoint
+/// of the stream it ends, if any.
+pub(crate) struct Plan<'a> {
+    pub groups: Vec<Group>,
+    pub checkpoint: Option<Checkpoint<'a>>,
+}
+
+/// The records a database refused on their own ([`BatchWriter::write_each`]), with its error.
+pub(crate) type Refused<E> = Vec<(usize, E)>;
+
 /// One write of one batch by a typed SQL sink, over one connection.
 pub(crate) trait BatchWriter {
     type Error: DbError;
@@ -356,27 +387,38 @@ pub(crate) trait BatchWriter {
         batch: &[Record],
         rejected: &mut Vec<Rejected>,
     ) -> Result<Vec<Group>, SinkError>;
-    /// Writes every group in one transaction.
-    async fn write_groups(&mut self, batch: &[Record], groups: &[Group]) -> Result<(), Self::Error>;
-    /// Writes one record on its own.
-    async fn write_one(&mut self, batch: &[Record], layout: &Layout, index: usize)
-        -> Result<(), Self::Error>;
+    /// Writes every group, and the checkpoint if any, in one transaction.
+    async fn write_groups(&mut self, batch: &[Record], plan: &Plan<'_>) -> Result<(), Self::Error>;
+    /// Writes every record of the groups on its own, all in one transaction with the
+    /// checkpoint: a record the database refuses is rolled back alone (a savepoint) and
+    /// returned with the error; an error [`DbError::is_transient`] rolls back everything and is
+    /// returned as `Err`.
+    async fn write_each(
+        &mut self,
+        batch: &[Record],
+        plan: &Plan<'_>,
+    ) -> Result<Refused<Self::Error>, Self::Error>;
+    /// The stream's stored checkpoint; creates [`crate::CHECKPOINT_TABLE`] if it is missing.
+    async fn committed(&mut self, stream: &str) -> Result<Option<i64>, Self::Error>;
     /// Drops the cached schema (another writer may have changed it).
     fn forget_schema(&mut self);
 }
 
 /// The write path every typed SQL sink shares: prepare, write in one transaction; if the
 /// database refuses the batch for its data, read the schema again and retry once (another
-/// writer may have changed a table); if it still refuses, write record by record so that only
-/// the records at fault are rejected. Transient errors fail the whole batch, to be retried.
+/// writer may have changed a table); if it still refuses, write record by record (still in one
+/// transaction) so that only the records at fault are rejected. Transient errors fail the
+/// whole batch, to be retried; nothing of it is stored then. `checkpoint`, if any, is
+/// committed with the rows ([`crate::replay::write_batch_at`]).
 pub(crate) async fn write_batch<W: BatchWriter>(
     w: &mut W,
     batch: &[Record],
     kind: &str,
+    checkpoint: Option<Checkpoint<'_>>,
 ) -> Result<WriteOutcome, SinkError> {
     let unavailable = |e: &W::Error| SinkError::Unavailable(format!("{kind} sink: {}", e.describe()));
     let mut outcome = WriteOutcome::default();
-    if batch.is_empty() {
+    if batch.is_empty() && checkpoint.is_none() {
         return Ok(outcome);
     }
     for attempt in 0..2 {
@@ -388,9 +430,10 @@ pub(crate) async fn write_batch<W: BatchWriter>(
                 return Err(e);
             }
         };
-        let e = match w.write_groups(batch, &groups).await {
+        let plan = Plan { groups, checkpoint };
+        let e = match w.write_groups(batch, &plan).await {
             Ok(()) => {
-                outcome.written = groups.iter().map(|g| g.records.len()).sum();
+                outcome.written = plan.groups.iter().map(|g| g.records.len()).sum();
                 outcome.rejected = rejected;
                 return Ok(outcome);
             }
@@ -402,16 +445,12 @@ pub(crate) async fn write_batch<W: BatchWriter>(
         }
         tracing::debug!(sink = kind, attempt, error = %e.describe(), "batch refused");
         if attempt == 1 {
+            let refused = w.write_each(batch, &plan).await.map_err(|e| unavailable(&e))?;
+            outcome.written = plan.groups.iter().map(|g| g.records.len()).sum::<usize>() - refused.len();
             outcome.rejected = rejected;
-            for g in &groups {
-                for &i in &g.records {
-                    match w.write_one(batch, &g.layout, i).await {
-                        Ok(()) => outcome.written += 1,
-                        Err(e) if e.is_transient() => return Err(unavailable(&e)),
-                        Err(e) => outcome.rejected.push(Rejected { index: i, reason: e.describe() }),
-                    }
-                }
-            }
+            outcome
+                .rejected
+                .extend(refused.into_iter().map(|(index, e)| Rejected { index, reason: e.describe() }));
             outcome.rejected.sort_by_key(|r| r.index);
         }
     }

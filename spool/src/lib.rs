@@ -310,6 +310,28 @@ impl Spool {
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }
+
+    /// A view of the spool's figures that, unlike a [`Spool`], does not keep it open.
+    pub fn monitor(&self) -> Monitor {
+        Monitor(self.shared.clone())
+    }
+}
+
+/// Reads a spool's figures (for status and metrics) without keeping its writer running.
+#[derive(Clone)]
+pub struct Monitor(Arc<Shared>);
+
+impl Monitor {
+    /// The spool's figures now.
+    pub fn stats(&self) -> SpoolStats {
+        stats(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor").field("dir", &self.0.dir).finish()
+    }
 }
 
 fn stats(shared: &Shared) -> SpoolStats {

@@ -78,6 +78,7 @@ pub fn start(listen: SocketAddr, state: Arc<ApiState>) -> std::io::Result<(Socke
                 web::scope("/api/v1")
                     .wrap(from_fn(require_token))
                     .route("/status", web::get().to(status))
+                    .route("/sinks", web::get().to(sinks))
                     .configure(|cfg| features.iter().for_each(|f| f.configure(cfg))),
             )
             .default_service(web::to(|| async { ApiError::not_found("no such endpoint").error_response() }))
@@ -131,6 +132,12 @@ async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
         feature.metrics(&mut body);
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(body)
+}
+
+/// `GET /api/v1/sinks`: each sink's counters, spool backlog, retry state and last error.
+async fn sinks(state: web::Data<ApiState>) -> HttpResponse {
+    let sinks: Vec<SinkStatus> = state.sinks.iter().map(|s| SinkStatus::of(s)).collect();
+    HttpResponse::Ok().json(json!({ "sinks": sinks }))
 }
 
 async fn status(state: web::Data<ApiState>) -> HttpResponse {

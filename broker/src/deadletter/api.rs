@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use roost_core::{Message, Record};
+use roost_core::Record;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use super::{DeadLetterError, DeadLetters, Letter, Selection};
 use crate::api::error::ApiError;
 use crate::api::ApiFeature;
+use crate::pipeline::Inbound;
 use crate::sink::SinkHandle;
 use crate::stats::{DeadLetterStatus, Status};
 
@@ -38,7 +39,7 @@ pub struct Replay {
 #[derive(Clone, Default)]
 pub struct Targets {
     pub sinks: HashMap<String, SinkHandle>,
-    pub pipelines: HashMap<String, mpsc::Sender<Message>>,
+    pub pipelines: HashMap<String, mpsc::Sender<Inbound>>,
 }
 
 impl Replay {
@@ -148,20 +149,35 @@ async fn replay(state: web::Data<DeadLetterApi>, q: web::Query<Query>) -> Result
     let mut replayed = Vec::new();
     let mut skipped = Vec::new();
     let mut records: HashMap<String, Vec<(i64, Record)>> = HashMap::new();
+    // A message letter counts as replayed once its pipeline has stored it again (in its sinks'
+    // spools, or back in this store); only then is the letter deleted.
+    let mut stored = Vec::new();
     for (id, letter) in letters {
         match letter {
             Letter::Record { sink, record, .. } => records.entry(sink).or_default().push((id, record)),
-            Letter::Message { pipeline, message, .. } => match targets.pipelines.get(&pipeline) {
-                Some(tx) if tx.send(message).await.is_ok() => replayed.push(id),
-                Some(_) => skipped.push(json!({"id": id, "reason": "roost is stopping"})),
-                None => skipped.push(json!({"id": id, "reason": format!("no pipeline named {pipeline:?}")})),
-            },
+            Letter::Message { pipeline, message, .. } => {
+                let (inbound, done) = Inbound::tracked(message);
+                match targets.pipelines.get(&pipeline) {
+                    Some(tx) if tx.send(inbound).await.is_ok() => stored.push((id, done)),
+                    Some(_) => skipped.push(json!({"id": id, "reason": "roost is stopping"})),
+                    None => {
+                        skipped.push(json!({"id": id, "reason": format!("no pipeline named {pipeline:?}")}))
+                    }
+                }
+            }
+        }
+    }
+    for (id, done) in stored {
+        match done.await {
+            Ok(()) => replayed.push(id),
+            Err(_) => skipped.push(json!({"id": id, "reason": "roost is stopping"})),
         }
     }
     for (sink, entries) in records {
         let (ids, batch): (Vec<i64>, Vec<Record>) = entries.into_iter().unzip();
         match targets.sinks.get(&sink) {
-            Some(handle) if handle.send(batch).await => replayed.extend(ids),
+            // In the sink's spool on disk: the sink writes it or dead-letters it again.
+            Some(handle) if handle.send(&batch).await.is_ok() => replayed.extend(ids),
             Some(_) => skipped.extend(ids.iter().map(|id| json!({"id": id, "reason": "roost is stopping"}))),
             None => {
                 let reason = format!("no sink named {sink:?}");

@@ -10,12 +10,14 @@
 //! | 404 | v1 "database not found": the database is created once and the request re-sent; otherwise [`SinkError::Config`] |
 //! | 413 | the request is split in halves, and later requests are kept under the size that worked |
 //! | 429, 503 | waits out `Retry-After` up to `max_retry_wait_ms` (twice at most), then [`SinkError::Unavailable`] |
-//! | other 5xx, no connection, timeout | [`SinkError::Unavailable`]: the whole batch is written again later, which is idempotent for the same reason |
+//! | 408, other 5xx, no connection, timeout | [`SinkError::Unavailable`]: the whole batch is written again later, which is idempotent for the same reason |
+//! | any other answer, a request the client cannot build | [`SinkError::Config`] |
 
 use std::future::Future;
 use std::io::Write;
 use std::ops::Range;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +42,9 @@ pub struct InfluxSink {
     pub(super) body_limit: usize,
     /// Whether this sink already tried to create the v1 database.
     tried_create: bool,
+    /// Whether the server said it is InfluxDB (`X-Influxdb-Build`), which overwrites a point
+    /// written twice: VictoriaMetrics also answers `X-Influxdb-Version`, but keeps both samples.
+    influxdb: AtomicBool,
 }
 
 /// A batch in line protocol: one buffer, and each line's record index and byte range in it.
@@ -90,7 +95,15 @@ impl OpenSink for InfluxSink {
         };
         let write_url = config.write_url()?;
         let body_limit = config.max_body_bytes;
-        Ok(InfluxSink { config: Arc::new(config), client, write_url, auth, body_limit, tried_create: false })
+        Ok(InfluxSink {
+            config: Arc::new(config),
+            client,
+            write_url,
+            auth,
+            body_limit,
+            tried_create: false,
+            influxdb: AtomicBool::new(false),
+        })
     }
 }
 
@@ -170,7 +183,8 @@ impl InfluxSink {
                         debug!(sink = "influxdb", status = status.as_u16(), wait_ms = wait.as_millis() as u64, "server busy, waiting");
                         tokio::time::sleep(wait).await;
                     }
-                    500..=599 => {
+                    // A request timeout: the server gave up waiting, a later request can pass.
+                    408 | 500..=599 => {
                         return Err(SinkError::Unavailable(format!(
                             "influxdb sink: server error (HTTP {}): {}",
                             status.as_u16(),
@@ -203,6 +217,9 @@ impl InfluxSink {
         }
         let resp = req.send().await.map_err(|e| unavailable(&e))?;
         let status = resp.status();
+        if resp.headers().contains_key("x-influxdb-build") {
+            self.influxdb.store(true, Ordering::Relaxed);
+        }
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
@@ -373,12 +390,17 @@ fn clean(msg: &str) -> String {
     }
 }
 
+/// A request that got no answer: the server is away, slow or unreachable, worth retrying; or
+/// the request cannot be made at all (a URL the client refuses), which no retry fixes.
 fn unavailable(e: &reqwest::Error) -> SinkError {
     let mut msg = format!("influxdb sink: {e}");
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         msg.push_str(&format!(": {s}"));
         source = s.source();
+    }
+    if e.is_builder() {
+        return SinkError::Config(format!("{msg}; check url"));
     }
     SinkError::Unavailable(msg)
 }
@@ -475,6 +497,17 @@ impl Sink for InfluxSink {
             "batch written"
         );
         Ok(WriteOutcome { written, rejected })
+    }
+
+    /// InfluxDB keeps one point per measurement, tag set and time: a replayed batch overwrites
+    /// its own points. VictoriaMetrics keeps every sample (unless run with
+    /// `-dedup.minScrapeInterval`), so until the server has said it is InfluxDB this is `none`.
+    fn replay_safety(&self) -> &'static str {
+        if self.influxdb.load(Ordering::Relaxed) {
+            "natural"
+        } else {
+            "none"
+        }
     }
 }
 

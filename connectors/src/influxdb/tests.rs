@@ -76,3 +76,54 @@ async fn no_server_is_unavailable_not_a_configuration_error() {
     assert!(err.is_retryable(), "{err}");
     assert!(!err.to_string().contains("pa55word"), "{err}");
 }
+
+/// An HTTP answer that closes the connection.
+fn http(status: &str, headers: &str, body: &str) -> String {
+    format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+}
+
+/// A server that gives every request the same answer.
+async fn canned(answer: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let answer: &'static str = answer.leak();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Read the request (headers and a small body) before answering.
+                let mut buf = vec![0; 64 * 1024];
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_millis(200), conn.read(&mut buf)).await;
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn answers_a_retry_can_help_are_unavailable_the_others_are_not() {
+    let retry = [
+        http("408 Request Timeout", "", ""),
+        http("429 Too Many Requests", "Retry-After: 3600\r\n", ""),
+        http("502 Bad Gateway", "", "upstream down"),
+    ];
+    for answer in retry {
+        let mut s = sink(json!({"url": canned(answer.clone()).await, "db": "x"})).await;
+        let err = s.write(Arc::new(batch(3))).await.unwrap_err();
+        assert!(err.is_retryable(), "{answer:?}: {err}");
+    }
+    for answer in [http("405 Method Not Allowed", "", ""), http("401 Unauthorized", "", "")] {
+        let mut s = sink(json!({"url": canned(answer.clone()).await, "db": "x"})).await;
+        let err = s.write(Arc::new(batch(3))).await.unwrap_err();
+        assert!(matches!(err, SinkError::Config(_)), "{answer:?}: {err}");
+    }
+    // A 400 for every line (a type conflict) rejects the records, not the batch forever.
+    let body = r#"{"error":"partial write: field type conflict: input field \"v\" on measurement \"big\" is type float, already exists as type integer dropped=3"}"#;
+    let conflict = http("400 Bad Request", "Content-Type: application/json\r\n", body);
+    let mut s = sink(json!({"url": canned(conflict).await, "db": "x", "gzip": false})).await;
+    let out = s.write(Arc::new(batch(3))).await.unwrap();
+    assert_eq!((out.written, out.rejected.len()), (0, 3), "{out:?}");
+}

@@ -12,7 +12,8 @@
 //! - `_id` is the first 16 bytes of a SHA-256 over the whole record (measurement, time in ns,
 //!   device, tags, fields with their types): a batch written twice (a retry after a lost
 //!   connection) stores each record once on a plain collection, where `_id` is unique, and
-//!   identical records are stored once.
+//!   identical records are stored once. `write_at` replaces it with `"{stream}:{id}"` from the
+//!   record's spool position (see `sink.rs`).
 //!
 //! A record is refused when a field is named `_id` or `meta`, or when its document would be
 //! over MongoDB's 16 MiB limit.

@@ -11,8 +11,13 @@ use roost_core::{FieldValue, Record};
 
 use super::config::MysqlConfig;
 use super::schema::{datetime, quote, unavailable, value, MyCatalog};
-use crate::sql::{self, chunk_rows, record_bytes, BatchWriter, Cell, Group, Layout};
-use crate::{OpenSink, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteOutcome};
+use crate::replay;
+use crate::sql::{
+    self, chunk_rows, record_bytes, BatchWriter, Cell, Checkpoint, DbError, Group, Layout, Plan, Refused,
+};
+use crate::{
+    OpenSink, Position, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteOutcome, CHECKPOINT_TABLE,
+};
 
 /// MySQL's limit on placeholders in one prepared statement.
 const MAX_PARAMS: usize = 65_535;
@@ -27,6 +32,8 @@ pub struct MysqlSink {
     cache: HashMap<String, Layout>,
     /// The server's `max_allowed_packet`, read on first connection.
     max_packet: Option<usize>,
+    /// Whether the checkpoint table is known to exist.
+    checkpoints: bool,
 }
 
 #[async_trait]
@@ -44,7 +51,13 @@ impl OpenSink for MysqlSink {
                 "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
             ])
             .pool_opts(PoolOpts::default().with_constraints(constraints));
-        Ok(MysqlSink { config, pool: Pool::new(opts), cache: HashMap::new(), max_packet: None })
+        Ok(MysqlSink {
+            config,
+            pool: Pool::new(opts),
+            cache: HashMap::new(),
+            max_packet: None,
+            checkpoints: false,
+        })
     }
 }
 
@@ -69,6 +82,32 @@ impl Sink for MysqlSink {
         if batch.is_empty() {
             return Ok(WriteOutcome::default());
         }
+        let mut w = self.writer().await?;
+        sql::write_batch(&mut w, &batch, "mysql", None).await
+    }
+
+    /// Writes the batch and the position's checkpoint in one transaction
+    /// (`replay::write_batch_at`).
+    async fn write_at(
+        &mut self,
+        batch: Arc<Vec<Record>>,
+        position: &Position,
+    ) -> Result<WriteOutcome, SinkError> {
+        replay::write_batch_at(&mut self.writer().await?, &batch, "mysql", position).await
+    }
+
+    async fn committed(&mut self, stream: &str) -> Result<Option<u64>, SinkError> {
+        replay::committed(&mut self.writer().await?, "mysql", stream).await
+    }
+
+    fn replay_safety(&self) -> &'static str {
+        replay::SAFETY
+    }
+}
+
+impl MysqlSink {
+    /// A pooled connection, ready to write a batch.
+    async fn writer(&mut self) -> Result<MyWrite<'_>, SinkError> {
         let mut conn = self.pool.get_conn().await.map_err(|e| unavailable(&e))?;
         let max_packet = match self.max_packet {
             Some(m) => m,
@@ -80,8 +119,7 @@ impl Sink for MysqlSink {
                 m
             }
         };
-        let mut w = MyWrite { sink: self, conn, max_packet };
-        sql::write_batch(&mut w, &batch, "mysql").await
+        Ok(MyWrite { sink: self, conn, max_packet })
     }
 }
 
@@ -111,33 +149,80 @@ impl BatchWriter for MyWrite<'_> {
         sql::prepare(&mut catalog, &mut self.sink.cache, batch, &rules, rejected).await
     }
 
-    async fn write_groups(&mut self, batch: &[Record], groups: &[Group]) -> Result<(), Self::Error> {
+    async fn write_groups(&mut self, batch: &[Record], plan: &Plan<'_>) -> Result<(), Self::Error> {
         // Half the packet limit leaves room for the protocol's own framing.
         let max_bytes = self.max_packet / 2;
         let mut tx = self.conn.start_transaction(TxOpts::default()).await?;
-        for g in groups.iter().filter(|g| !g.records.is_empty()) {
+        for g in plan.groups.iter().filter(|g| !g.records.is_empty()) {
             let width = g.layout.columns.len() + 2;
             for range in chunk_rows(&g.records, width, MAX_PARAMS, max_bytes, |i| record_bytes(&batch[i])) {
                 let (sql, params) = insert(&g.layout, batch, &g.records[range]);
                 tx.exec_drop(sql, params).await?;
             }
         }
+        store_checkpoint(&mut tx, plan.checkpoint).await?;
         tx.commit().await
     }
 
-    async fn write_one(
+    async fn write_each(
         &mut self,
         batch: &[Record],
-        layout: &Layout,
-        index: usize,
-    ) -> Result<(), Self::Error> {
-        let (sql, params) = insert(layout, batch, &[index]);
-        self.conn.exec_drop(sql, params).await
+        plan: &Plan<'_>,
+    ) -> Result<Refused<Self::Error>, Self::Error> {
+        let mut tx = self.conn.start_transaction(TxOpts::default()).await?;
+        let mut refused = Vec::new();
+        for g in &plan.groups {
+            for &i in &g.records {
+                let (sql, params) = insert(&g.layout, batch, &[i]);
+                tx.query_drop("SAVEPOINT roost_record").await?;
+                match tx.exec_drop(sql, params).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_transient() => return Err(e),
+                    Err(e) => {
+                        tx.query_drop("ROLLBACK TO SAVEPOINT roost_record").await?;
+                        refused.push((i, e));
+                    }
+                }
+            }
+        }
+        store_checkpoint(&mut tx, plan.checkpoint).await?;
+        tx.commit().await?;
+        Ok(refused)
+    }
+
+    async fn committed(&mut self, stream: &str) -> Result<Option<i64>, Self::Error> {
+        if !self.sink.checkpoints {
+            // DDL commits implicitly in MySQL: the table is made here, never inside a batch's
+            // transaction.
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {} (stream VARCHAR(255) NOT NULL PRIMARY KEY, \
+                 seq BIGINT NOT NULL, updated_at DATETIME(6) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+                quote(CHECKPOINT_TABLE)
+            );
+            self.conn.query_drop(sql).await?;
+            self.sink.checkpoints = true;
+        }
+        let sql = format!("SELECT seq FROM {} WHERE stream = ?", quote(CHECKPOINT_TABLE));
+        self.conn.exec_first(sql, (stream,)).await
     }
 
     fn forget_schema(&mut self) {
         self.sink.cache.clear();
     }
+}
+
+/// Upserts the stream's checkpoint in the batch's transaction.
+async fn store_checkpoint(
+    tx: &mut mysql_async::Transaction<'_>,
+    checkpoint: Option<Checkpoint<'_>>,
+) -> Result<(), mysql_async::Error> {
+    let Some(c) = checkpoint else { return Ok(()) };
+    let sql = format!(
+        "INSERT INTO {} (stream, seq, updated_at) VALUES (?, ?, UTC_TIMESTAMP(6)) \
+         ON DUPLICATE KEY UPDATE seq = VALUES(seq), updated_at = VALUES(updated_at)",
+        quote(CHECKPOINT_TABLE)
+    );
+    tx.exec_drop(sql, (c.stream, c.seq)).await
 }
 
 /// A multi-row INSERT of `records` into the layout's table, with its parameters.

@@ -8,14 +8,20 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use roost_core::Record;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{GenericClient, NoTls};
 use tracing::info;
 
 use super::config::{Hypertable, PostgresConfig, WriteMethod};
 use super::schema::{pg_type, quote, unavailable, PgCatalog, PgCell, PgTime};
-use crate::sql::{self, chunk_rows, record_bytes, BatchWriter, Cell, Group, Layout};
-use crate::{OpenSink, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteOutcome};
+use crate::replay;
+use crate::sql::{
+    self, chunk_rows, record_bytes, BatchWriter, Cell, Checkpoint, DbError, Group, Layout, Plan, Refused,
+};
+use crate::{
+    OpenSink, Position, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteOutcome, CHECKPOINT_TABLE,
+};
 
 /// PostgreSQL's limit on bound parameters in one statement.
 const MAX_PARAMS: usize = 65_535;
@@ -33,6 +39,8 @@ pub struct PostgresSink {
     /// `Some(schema of the timescaledb extension)` when new tables become hypertables; checked
     /// on first connection.
     timescale: Option<Option<String>>,
+    /// Whether the checkpoint table is known to exist.
+    checkpoints: bool,
 }
 
 #[async_trait]
@@ -58,7 +66,7 @@ impl OpenSink for PostgresSink {
             .wait_timeout(timeout)
             .build()
             .map_err(|e| SinkError::Config(format!("postgres sink: {e}")))?;
-        Ok(PostgresSink { kind, config, pool, cache: HashMap::new(), timescale: None })
+        Ok(PostgresSink { kind, config, pool, cache: HashMap::new(), timescale: None, checkpoints: false })
     }
 }
 
@@ -142,15 +150,42 @@ impl Sink for PostgresSink {
         if batch.is_empty() {
             return Ok(WriteOutcome::default());
         }
+        let kind = self.kind;
+        let mut w = self.writer().await?;
+        sql::write_batch(&mut w, &batch, kind, None).await
+    }
+
+    /// Writes the batch and the position's checkpoint in one transaction
+    /// (`replay::write_batch_at`).
+    async fn write_at(
+        &mut self,
+        batch: Arc<Vec<Record>>,
+        position: &Position,
+    ) -> Result<WriteOutcome, SinkError> {
+        let kind = self.kind;
+        replay::write_batch_at(&mut self.writer().await?, &batch, kind, position).await
+    }
+
+    async fn committed(&mut self, stream: &str) -> Result<Option<u64>, SinkError> {
+        let kind = self.kind;
+        replay::committed(&mut self.writer().await?, kind, stream).await
+    }
+
+    fn replay_safety(&self) -> &'static str {
+        replay::SAFETY
+    }
+}
+
+impl PostgresSink {
+    /// A pooled connection, ready to write a batch.
+    async fn writer(&mut self) -> Result<PgWrite<'_>, SinkError> {
         let client = self.pool.get().await.map_err(|e| match &e {
             // Why the connection failed (refused, TLS, authentication) is in the driver's error.
             deadpool_postgres::PoolError::Backend(pg) => unavailable(pg),
             other => SinkError::Unavailable(format!("postgres sink: {other}")),
         })?;
         let hypertable = self.hypertables(&client).await?;
-        let kind = self.kind;
-        let mut w = PgWrite { sink: self, client, hypertable };
-        sql::write_batch(&mut w, &batch, kind).await
+        Ok(PgWrite { sink: self, client, hypertable })
     }
 }
 
@@ -185,18 +220,76 @@ impl BatchWriter for PgWrite<'_> {
         sql::prepare(&mut catalog, &mut self.sink.cache, batch, &rules, rejected).await
     }
 
-    async fn write_groups(&mut self, batch: &[Record], groups: &[Group]) -> Result<(), Self::Error> {
-        write_groups(&mut self.client, &self.sink.config, batch, groups).await
+    async fn write_groups(&mut self, batch: &[Record], plan: &Plan<'_>) -> Result<(), Self::Error> {
+        let config = &self.sink.config;
+        let tx = self.client.transaction().await?;
+        for g in plan.groups.iter().filter(|g| !g.records.is_empty()) {
+            let table = qualified(&config.schema, &g.layout);
+            match config.write_method {
+                WriteMethod::Copy => copy_rows(&tx, &table, &g.layout, batch, &g.records).await?,
+                WriteMethod::Insert => {
+                    let width = g.layout.columns.len() + 2;
+                    let chunks = chunk_rows(&g.records, width, MAX_PARAMS, config.max_statement_bytes, |i| {
+                        record_bytes(&batch[i])
+                    });
+                    for range in chunks {
+                        insert_rows(&*tx, &table, &g.layout, batch, &g.records[range]).await?;
+                    }
+                }
+            }
+        }
+        store_checkpoint(&tx, &config.schema, plan.checkpoint).await?;
+        tx.commit().await
     }
 
-    async fn write_one(
+    async fn write_each(
         &mut self,
         batch: &[Record],
-        layout: &Layout,
-        index: usize,
-    ) -> Result<(), Self::Error> {
-        let table = qualified(&self.sink.config.schema, layout);
-        insert_rows(&**self.client, &table, layout, batch, &[index]).await
+        plan: &Plan<'_>,
+    ) -> Result<Refused<Self::Error>, Self::Error> {
+        let schema = &self.sink.config.schema;
+        let mut tx = self.client.transaction().await?;
+        let mut refused = Vec::new();
+        for g in &plan.groups {
+            let table = qualified(schema, &g.layout);
+            for &i in &g.records {
+                let record = tx.savepoint("roost_record").await?;
+                match insert_rows(&*record, &table, &g.layout, batch, &[i]).await {
+                    Ok(()) => record.commit().await?,
+                    Err(e) if e.is_transient() => return Err(e),
+                    Err(e) => {
+                        record.rollback().await?;
+                        refused.push((i, e));
+                    }
+                }
+            }
+        }
+        store_checkpoint(&tx, schema, plan.checkpoint).await?;
+        tx.commit().await?;
+        Ok(refused)
+    }
+
+    async fn committed(&mut self, stream: &str) -> Result<Option<i64>, Self::Error> {
+        let table = format!("{}.{}", quote(&self.sink.config.schema), quote(CHECKPOINT_TABLE));
+        if !self.sink.checkpoints {
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {table} \
+                 (stream text PRIMARY KEY, seq bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
+            );
+            match self.client.batch_execute(&sql).await {
+                Ok(()) => {}
+                // Another sink created it at the same moment.
+                Err(e)
+                    if e.code().is_some_and(|c| {
+                        *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
+                    }) => {}
+                Err(e) => return Err(e),
+            }
+            self.sink.checkpoints = true;
+        }
+        let sql = format!("SELECT seq FROM {table} WHERE stream = $1");
+        let row = self.client.query_typed(&sql, &[(&stream, Type::TEXT)]).await?;
+        Ok(row.first().map(|r| r.get(0)))
     }
 
     fn forget_schema(&mut self) {
@@ -204,29 +297,20 @@ impl BatchWriter for PgWrite<'_> {
     }
 }
 
-async fn write_groups(
-    client: &mut deadpool_postgres::Object,
-    config: &PostgresConfig,
-    batch: &[Record],
-    groups: &[Group],
+/// Upserts the stream's checkpoint in the batch's transaction.
+async fn store_checkpoint(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+    checkpoint: Option<Checkpoint<'_>>,
 ) -> Result<(), tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    for g in groups.iter().filter(|g| !g.records.is_empty()) {
-        let table = qualified(&config.schema, &g.layout);
-        match config.write_method {
-            WriteMethod::Copy => copy_rows(&tx, &table, &g.layout, batch, &g.records).await?,
-            WriteMethod::Insert => {
-                let width = g.layout.columns.len() + 2;
-                let chunks = chunk_rows(&g.records, width, MAX_PARAMS, config.max_statement_bytes, |i| {
-                    record_bytes(&batch[i])
-                });
-                for range in chunks {
-                    insert_rows(&*tx, &table, &g.layout, batch, &g.records[range]).await?;
-                }
-            }
-        }
-    }
-    tx.commit().await
+    let Some(c) = checkpoint else { return Ok(()) };
+    let sql = format!(
+        "INSERT INTO {}.{} (stream, seq, updated_at) VALUES ($1, $2, now()) \
+         ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+        quote(schema),
+        quote(CHECKPOINT_TABLE)
+    );
+    tx.execute_typed(&sql, &[(&c.stream, Type::TEXT), (&c.seq, Type::INT8)]).await.map(|_| ())
 }
 
 fn qualified(schema: &str, layout: &Layout) -> String {

@@ -12,7 +12,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::config::{SqliteConfig, Synchronous};
 use super::schema::{self, quote, Table, DEVICE, TIME};
-use crate::{OpenSink, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteOutcome};
+use crate::{
+    OpenSink, Position, Rejected, Sink, SinkConfig, SinkContext, SinkError, WriteOutcome, CHECKPOINT_TABLE,
+};
 
 /// Writes batches to one SQLite file.
 pub struct SqliteSink {
@@ -74,10 +76,48 @@ impl Sink for SqliteSink {
     }
 
     async fn write(&mut self, batch: Arc<Vec<Record>>) -> Result<WriteOutcome, SinkError> {
+        self.run(move |inner| inner.write(&batch, None)).await
+    }
+
+    /// Writes the batch and the position's checkpoint in one transaction; a `seq` at or below
+    /// the stored one writes nothing. The records refused alone roll back their own statement
+    /// only, so every path commits the rows and the checkpoint together.
+    async fn write_at(
+        &mut self,
+        batch: Arc<Vec<Record>>,
+        position: &Position,
+    ) -> Result<WriteOutcome, SinkError> {
+        let seq = checkpoint_seq(position)?;
+        let stream = position.stream.clone();
+        self.run(move |inner| inner.write(&batch, Some((&stream, seq)))).await
+    }
+
+    async fn committed(&mut self, stream: &str) -> Result<Option<u64>, SinkError> {
+        let stream = stream.to_owned();
+        self.run(move |inner| {
+            let tx = inner.conn.transaction().map_err(unavailable)?;
+            let seq = stored_checkpoint(&tx, &stream)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(seq.map(|s| s as u64))
+        })
+        .await
+    }
+
+    fn replay_safety(&self) -> &'static str {
+        "checkpoint"
+    }
+}
+
+impl SqliteSink {
+    /// Runs `f` on the connection, on a blocking thread.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Inner) -> Result<T, SinkError> + Send + 'static,
+    ) -> Result<T, SinkError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let mut inner = inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let result = inner.write(&batch);
+            let result = f(&mut inner);
             if result.is_err() {
                 // The transaction rolled back: columns it added may be gone again.
                 inner.tables.clear();
@@ -89,15 +129,49 @@ impl Sink for SqliteSink {
     }
 }
 
+/// A position's `seq` as SQLite's integer.
+fn checkpoint_seq(position: &Position) -> Result<i64, SinkError> {
+    i64::try_from(position.seq).map_err(|_| {
+        SinkError::Config(format!(
+            "position {} of stream {:?} does not fit an integer",
+            position.seq, position.stream
+        ))
+    })
+}
+
+/// The stream's stored checkpoint; creates the table if it is missing (DDL is transactional
+/// in SQLite: inside a batch's transaction, it commits with the batch).
+fn stored_checkpoint(tx: &rusqlite::Transaction<'_>, stream: &str) -> Result<Option<i64>, SinkError> {
+    let table = quote(CHECKPOINT_TABLE);
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (stream TEXT PRIMARY KEY, seq INTEGER NOT NULL, updated_at TEXT NOT NULL)"
+    ))
+    .map_err(ddl_error)?;
+    tx.query_row(&format!("SELECT seq FROM {table} WHERE stream = ?1"), [stream], |r| r.get(0))
+        .optional()
+        .map_err(unavailable)
+}
+
 impl Inner {
-    fn write(&mut self, batch: &[Record]) -> Result<WriteOutcome, SinkError> {
+    /// Writes the batch in one transaction, with the checkpoint `(stream, seq)` if any.
+    fn write(
+        &mut self,
+        batch: &[Record],
+        checkpoint: Option<(&str, i64)>,
+    ) -> Result<WriteOutcome, SinkError> {
         let mut outcome = WriteOutcome::default();
-        if batch.is_empty() {
+        if batch.is_empty() && checkpoint.is_none() {
             return Ok(outcome);
         }
         // IMMEDIATE takes the write lock up front, so a second writer waits (busy_timeout)
         // instead of failing when its read snapshot cannot be upgraded.
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+        if let Some((stream, seq)) = checkpoint {
+            if stored_checkpoint(&tx, stream)?.is_some_and(|stored| stored >= seq) {
+                tracing::debug!(sink = "sqlite", stream, seq, "batch already written");
+                return Ok(outcome);
+            }
+        }
         let mut values: Vec<ToSqlOutput<'_>> = Vec::new();
         for (index, record) in batch.iter().enumerate() {
             if let Err(reason) = schema::check_record(record) {
@@ -136,6 +210,17 @@ impl Inner {
                 // A statement error rolls back that statement only; the batch goes on.
                 Err(e) => outcome.rejected.push(Rejected { index, reason: e.to_string() }),
             }
+        }
+        if let Some((stream, seq)) = checkpoint {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} (stream, seq, updated_at) VALUES (?1, ?2, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
+                     ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+                    quote(CHECKPOINT_TABLE)
+                ),
+                rusqlite::params![stream, seq],
+            )
+            .map_err(unavailable)?;
         }
         tx.commit().map_err(unavailable)?;
         Ok(outcome)

@@ -189,6 +189,13 @@ impl Backend for Sqlite {
             conn.prepare("SELECT lower(name) FROM sqlite_schema WHERE type = 'table' ORDER BY 1").unwrap();
         stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     }
+    async fn refuse_duplicate_times(&self, table: &str) {
+        let conn = rusqlite::Connection::open(&self.file).unwrap();
+        let sql = format!(
+            "CREATE TABLE \"{table}\" (time INTEGER NOT NULL, device TEXT NOT NULL, UNIQUE (device, time))"
+        );
+        conn.execute_batch(&sql).unwrap();
+    }
     async fn create_foreign_table(&self, table: &str) {
         let conn = rusqlite::Connection::open(&self.file).unwrap();
         conn.execute_batch(&format!("CREATE TABLE \"{table}\" (id INTEGER PRIMARY KEY, v TEXT)")).unwrap();
@@ -308,6 +315,13 @@ impl Backend for Postgres {
             .unwrap();
         rows.iter().map(|r| r.get(0)).collect()
     }
+    async fn refuse_duplicate_times(&self, table: &str) {
+        let sql = format!(
+            "CREATE TABLE \"{}\".\"{table}\" (time timestamptz NOT NULL, device text NOT NULL, UNIQUE (device, time))",
+            self.schema
+        );
+        self.client().await.batch_execute(&sql).await.unwrap();
+    }
     async fn create_foreign_table(&self, table: &str) {
         let sql = format!("CREATE TABLE \"{}\".\"{table}\" (id serial PRIMARY KEY, v text)", self.schema);
         self.client().await.batch_execute(&sql).await.unwrap();
@@ -410,6 +424,15 @@ impl Backend for Mysql {
             .unwrap();
         conn.disconnect().await.unwrap();
         t
+    }
+    async fn refuse_duplicate_times(&self, table: &str) {
+        use mysql_async::prelude::Queryable;
+        let mut conn = self.conn().await;
+        let sql = format!(
+            "CREATE TABLE `{table}` (time DATETIME(6) NOT NULL, device VARCHAR(255) NOT NULL, UNIQUE KEY (device, time))"
+        );
+        conn.query_drop(sql).await.unwrap();
+        conn.disconnect().await.unwrap();
     }
     async fn create_foreign_table(&self, table: &str) {
         use mysql_async::prelude::Queryable;
@@ -541,7 +564,7 @@ impl Backend for Influx {
 /// `/api/v1/export` (polled: samples become visible one to two seconds after the write).
 pub struct Victoria {
     url: String,
-    prefix: String,
+    pub prefix: String,
 }
 
 /// VictoriaMetrics keeps about 12 significant digits (truncated); both sides of a comparison

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use roost_connectors::{Sink, WriteOutcome};
+use roost_connectors::{Position, Sink, WriteOutcome};
 use roost_core::{FieldValue, Record};
+use roost_testkit::unique;
 
 use crate::backends::{Backend, Conflicts, Row, Val};
 use crate::proxy::Proxy;
@@ -503,4 +504,183 @@ pub async fn documents_the_server_refuses_are_rejected_and_the_rest_written(b: &
     let kept: Vec<Record> =
         batch.into_iter().enumerate().filter(|(i, _)| *i != 3 && *i != 7).map(|(_, r)| r).collect();
     assert_eq!(sorted(b.rows("dup").await), expected(b, &kept));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replays: a batch written again from the sink's spool after a crash is not stored twice.
+
+/// The position of `n` records whose ids start at `first`.
+fn position(stream: &str, seq: u64, first: u64, n: usize) -> Position {
+    Position { stream: stream.to_owned(), seq, ids: Arc::new((first..first + n as u64).collect()) }
+}
+
+/// `n` records of measurement `m`, one per time step from step `from`, field `i` = their step.
+fn steps(b: &impl Backend, m: &str, from: i64, n: i64) -> Vec<Record> {
+    (from..from + n).map(|i| rec(m, "d", T0 + i * step(b), &[("i", FieldValue::Int(i))])).collect()
+}
+
+async fn write_at(sink: &mut Box<dyn Sink>, batch: &Arc<Vec<Record>>, p: &Position) -> WriteOutcome {
+    sink.write_at(batch.clone(), p).await.unwrap_or_else(|e| panic!("write_at {}: {e}", p.seq))
+}
+
+/// Writing a batch at the same position again, from the same sink or a new one (a restart),
+/// stores nothing twice; a later position writes. Checkpoint sinks report the last position,
+/// write nothing for a replay and skip any batch at or below it on their own.
+pub async fn a_replayed_batch_is_stored_once(b: &impl Backend) {
+    let mut s = b.open().await;
+    let stream = unique("stream");
+    assert_eq!(s.committed(&stream).await.unwrap(), None);
+    let mut first = steps(b, "replay", 0, 50);
+    if b.kind() != "influxdb" {
+        // Two messages alike are two records (InfluxDB keeps one point for both): the keys come
+        // from the ids, not from the content.
+        first.push(first[0].clone());
+    }
+    let n = first.len();
+    let first = Arc::new(first);
+    let p1 = position(&stream, 1, 0, n);
+    assert_eq!(write_at(&mut s, &first, &p1).await, WriteOutcome { written: n, rejected: vec![] });
+    // InfluxDB's sink knows its server once it has answered.
+    let checkpoint = s.replay_safety() == "checkpoint";
+    assert_ne!(s.replay_safety(), "none", "{} should keep replays from duplicating", b.kind());
+    let again = write_at(&mut s, &first, &p1).await;
+    assert!(again.rejected.is_empty(), "{again:?}");
+    if checkpoint {
+        assert_eq!(again.written, 0, "{again:?}");
+        assert_eq!(s.committed(&stream).await.unwrap(), Some(1));
+    }
+    drop(s);
+
+    let mut s = b.open().await;
+    let replay = write_at(&mut s, &first, &p1).await;
+    assert!(replay.rejected.is_empty(), "{replay:?}");
+    let second = Arc::new(steps(b, "replay", 50, 50));
+    let p2 = position(&stream, 2, n as u64, 50);
+    assert_eq!(write_at(&mut s, &second, &p2).await.written, 50);
+    if checkpoint {
+        assert_eq!(replay.written, 0, "{replay:?}");
+        assert_eq!(s.committed(&stream).await.unwrap(), Some(2));
+        // Other records at an old position: the sink skips them without the caller's help.
+        let stale = Arc::new(steps(b, "replay", 100, 5));
+        assert_eq!(write_at(&mut s, &stale, &position(&stream, 2, 100, 5)).await.written, 0);
+        assert_eq!(write_at(&mut s, &stale, &position(&stream, 1, 100, 5)).await.written, 0);
+        // Another stream has its own position.
+        let other = unique("other");
+        assert_eq!(s.committed(&other).await.unwrap(), None);
+    }
+    drop(s);
+    let all: Vec<Record> = first.iter().chain(second.iter()).cloned().collect();
+    assert_eq!(sorted(b.rows("replay").await), expected(b, &all));
+}
+
+/// A record the database refuses while the batch is written (a unique index) sends the batch
+/// down the record-by-record path: the others and the position are still stored together, and
+/// a replay stores nothing twice.
+pub async fn a_replay_after_records_refused_at_write_time_stores_nothing_twice(b: &impl Backend) {
+    b.refuse_duplicate_times("dupat").await;
+    let mut s = b.open().await;
+    let stream = unique("stream");
+    let batch: Arc<Vec<Record>> = Arc::new(
+        (0..10i64)
+            .map(|i| {
+                // Record 4 repeats the time of 3 with another value.
+                let k = if i == 4 { 3 } else { i };
+                rec("dupat", "d", T0 + k * step(b), &[("v", FieldValue::Int(i))])
+            })
+            .collect(),
+    );
+    let p = position(&stream, 7, 0, 10);
+    let out = write_at(&mut s, &batch, &p).await;
+    assert_eq!(
+        (out.written, out.rejected.iter().map(|r| r.index).collect::<Vec<_>>()),
+        (9, vec![4]),
+        "{out:?}"
+    );
+    if s.replay_safety() == "checkpoint" {
+        assert_eq!(s.committed(&stream).await.unwrap(), Some(7));
+    }
+    drop(s);
+    let mut s = b.open().await;
+    let again = write_at(&mut s, &batch, &p).await;
+    assert!(again.rejected.len() <= 1, "{again:?}");
+    drop(s);
+    let kept: Vec<Record> =
+        batch.iter().enumerate().filter(|(i, _)| *i != 4).map(|(_, r)| r.clone()).collect();
+    assert_eq!(sorted(b.rows("dupat").await), expected(b, &kept));
+}
+
+/// Writes at `p` until the sink succeeds, retrying what is retryable (as the sink actor does).
+async fn write_at_until_ok(s: &mut Box<dyn Sink>, batch: &Arc<Vec<Record>>, p: &Position) -> WriteOutcome {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match s.write_at(batch.clone(), p).await {
+            Ok(out) => return out,
+            Err(e) if e.is_retryable() && attempts < 100 => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("no recovery after {attempts} attempts: {e}"),
+        }
+    }
+}
+
+/// The connection is cut while a batch is being written, at moments from "before it starts" to
+/// "after it committed" (fractions of how long a first, uncut batch took), then the batch is
+/// written again at the same position, as the sink actor does after a crash: every record is
+/// stored exactly once.
+pub async fn a_cut_mid_write_then_a_replay_stores_each_record_once(b: &impl Backend) {
+    let (target, _) = b.via_proxy("127.0.0.1:1".parse().unwrap());
+    let proxy = Arc::new(Proxy::start(target).await);
+    let (_, options) = b.via_proxy(proxy.addr);
+    let mut s = b.open_with(options).await;
+    let stream = unique("stream");
+    let n = 1000;
+    let batch_at = |k: u64| {
+        let mut records = steps(b, "cut", k as i64 * n, n);
+        if b.kind() != "influxdb" {
+            records.push(records[0].clone()); // two records alike are kept apart by their ids
+        }
+        let p = position(&stream, k + 1, k * (n as u64 + 1), records.len());
+        (Arc::new(records), p)
+    };
+    let (first, p) = batch_at(0);
+    let started = std::time::Instant::now();
+    write_at_until_ok(&mut s, &first, &p).await;
+    let took = started.elapsed();
+    let mut all: Vec<Record> = first.to_vec();
+    for (k, percent) in [0u32, 10, 25, 50, 75, 90, 100, 110, 150].into_iter().enumerate() {
+        let (batch, p) = batch_at(k as u64 + 1);
+        let cutter = {
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(took * percent / 100).await;
+                proxy.cut();
+            })
+        };
+        if let Err(e) = s.write_at(batch.clone(), &p).await {
+            assert!(e.is_retryable(), "{e}");
+        }
+        cutter.await.unwrap();
+        proxy.restore();
+        let out = write_at_until_ok(&mut s, &batch, &p).await;
+        assert!(out.rejected.is_empty(), "{out:?}");
+        all.extend(batch.iter().cloned());
+    }
+    drop(s);
+    drop(proxy);
+    assert_eq!(sorted(b.rows("cut").await), expected(b, &all));
+}
+
+/// VictoriaMetrics stores both samples of a point written twice: the sink reports `none`, and a
+/// replay does duplicate (`docs/sinks/influxdb.md` says so). Fails once that changes.
+pub async fn victoriametrics_keeps_a_replayed_batch_twice_and_says_so(b: &crate::backends::Victoria) {
+    let mut s = b.open().await;
+    let batch = Arc::new(steps(b, "twice", 0, 5));
+    let p = position(&unique("stream"), 1, 0, 5);
+    assert_eq!(write_at(&mut s, &batch, &p).await.written, 5);
+    assert_eq!(write_at(&mut s, &batch, &p).await.written, 5);
+    assert_eq!(s.replay_safety(), "none");
+    let samples: usize =
+        b.export(&format!("{}twice_i", b.prefix)).await.iter().map(|(_, v, _)| v.len()).sum();
+    assert_eq!(samples, 10);
 }

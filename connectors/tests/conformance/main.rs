@@ -43,6 +43,8 @@ macro_rules! all_cases {
             a_name_held_by_an_index_rejects_only_its_records,
             a_sixty_three_character_measurement_gets_its_table,
             columns_past_max_columns_reject_only_their_records,
+            a_replayed_batch_is_stored_once,
+            a_replay_after_records_refused_at_write_time_stores_nothing_twice,
             $($extra),*
         ]);
     };
@@ -55,9 +57,11 @@ all_cases!(
     postgres,
     backends::Postgres::new(backends::PgFlavor::Postgres),
     two_sinks_writing_one_table_concurrently,
-    the_database_going_away_between_batches
+    the_database_going_away_between_batches,
+    a_cut_mid_write_then_a_replay_stores_each_record_once
 );
-// PGlite serves one connection at a time, so two sinks cannot write at once.
+// PGlite serves one connection at a time, so two sinks cannot write at once; and it exits when a
+// connection is reset in the middle of a query, so the cut-mid-write case cannot run on it.
 all_cases!(
     timescaledb,
     backends::Postgres::new(backends::PgFlavor::Timescale),
@@ -67,7 +71,8 @@ all_cases!(
     mysql,
     backends::Mysql::new(),
     two_sinks_writing_one_table_concurrently,
-    the_database_going_away_between_batches
+    the_database_going_away_between_batches,
+    a_cut_mid_write_then_a_replay_stores_each_record_once
 );
 
 /// The cases every schemaless database runs. `a_table_not_created_by_roost_...` is left out:
@@ -93,16 +98,26 @@ macro_rules! schemaless_cases {
 schemaless_cases!(
     influxdb_v1,
     backends::Influx::new(),
-    lines_the_server_refuses_are_rejected_and_the_rest_written
+    lines_the_server_refuses_are_rejected_and_the_rest_written,
+    a_replayed_batch_is_stored_once,
+    a_cut_mid_write_then_a_replay_stores_each_record_once
 );
 // VictoriaMetrics through the v2 API. It answers 204 even for lines it cannot parse (it logs and
 // skips them) and has no field types to conflict, so no line is ever refused by the server:
-// the partial-write case cannot apply.
-schemaless_cases!(victoriametrics_v2, backends::Victoria::new());
+// the partial-write case cannot apply. It keeps every sample of a replayed batch (no
+// deduplication by default): the sink says so, and the replay cases cannot apply either.
+schemaless_cases!(
+    victoriametrics_v2,
+    backends::Victoria::new(),
+    victoriametrics_keeps_a_replayed_batch_twice_and_says_so
+);
 schemaless_cases!(
     mongodb,
     backends::Mongo::new(false),
-    documents_the_server_refuses_are_rejected_and_the_rest_written
+    documents_the_server_refuses_are_rejected_and_the_rest_written,
+    a_replayed_batch_is_stored_once,
+    a_replay_after_records_refused_at_write_time_stores_nothing_twice,
+    a_cut_mid_write_then_a_replay_stores_each_record_once
 );
 // Time-series collections (emulated by SecantusDB): the same documents, read back the same way.
 conformance!(
