@@ -1,7 +1,8 @@
 //! Files Roost keeps in its data directory besides the databases: the admin token (0600,
 //! written on first start), the lock a running server holds, the pid file, and `runtime.json`
 //! with the addresses the running server actually bound, which the CLI reads to find it.
-//! Files are replaced atomically and durably ([`write_atomic`]).
+//! Files are replaced atomically and durably ([`write_atomic`]). The directory is private: made
+//! 0700, everything in it created 0600/0700 ([`ensure`]).
 
 use std::fs::{self, File, TryLockError};
 use std::io::Write;
@@ -25,9 +26,34 @@ pub struct Runtime {
     pub api: String,
 }
 
-/// Creates the data directory if needed.
+/// Makes the data directory private: creates it (0700) if needed, sets the process umask so
+/// that every file and directory Roost creates is readable by its own user only (0600/0700),
+/// and refuses a directory that other users can write (they could replace processors, the
+/// board registry or spooled records). One that others can only read is closed (0700).
 pub fn ensure(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let mode = fs::metadata(dir).with_context(|| format!("reading data directory {}", dir.display()))?.mode();
+    if mode & 0o022 != 0 {
+        bail!(
+            "data directory {} is writable by other users (mode {:o}): they could replace what Roost \
+             runs and stores. Make it private with `chmod 700 {}` (and check who owns it)",
+            dir.display(),
+            mode & 0o777,
+            dir.display()
+        );
+    }
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making data directory {} private (chmod 700)", dir.display()))?;
+        tracing::warn!(dir = %dir.display(), was = format!("{:o}", mode & 0o777), "data directory was readable by other users; it is now 0700");
+    }
+    Ok(())
 }
 
 /// Reads the admin token, creating a random one (mode 0600) on first start.

@@ -9,9 +9,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use roost_core::{topic, Message};
-use tokio::sync::mpsc;
 
-use crate::pipeline::Inbound;
+use crate::pipeline::Mailbox;
 use crate::stats::Stats;
 
 /// The broker's way into the pipelines.
@@ -22,7 +21,7 @@ pub struct Ingest {
 
 struct Route {
     filters: Vec<String>,
-    tx: mpsc::Sender<Inbound>,
+    mailbox: Mailbox,
 }
 
 /// Ingest is closed: Roost is stopping and takes no more messages.
@@ -31,8 +30,11 @@ pub struct Closed;
 
 impl Ingest {
     /// The ingest for the pipelines' topic filters and mailboxes, `(filters, mailbox)` each.
-    pub fn new(routes: Vec<(Vec<String>, mpsc::Sender<Inbound>)>, stats: Arc<Stats>) -> Ingest {
-        Ingest { routes: routes.into_iter().map(|(filters, tx)| Route { filters, tx }).collect(), stats }
+    pub fn new(routes: Vec<(Vec<String>, Mailbox)>, stats: Arc<Stats>) -> Ingest {
+        Ingest {
+            routes: routes.into_iter().map(|(filters, mailbox)| Route { filters, mailbox }).collect(),
+            stats,
+        }
     }
 
     /// Takes one accepted message. Returns once every matching pipeline has stored it (QoS 1
@@ -45,21 +47,12 @@ impl Ingest {
             self.stats.messages_unrouted.fetch_add(1, Relaxed);
             return Ok(());
         };
-        let tracked = msg.qos > 0;
+        let track = msg.qos > 0;
         let mut stored = Vec::with_capacity(targets.len());
-        let mut send = |msg| {
-            if tracked {
-                let (inbound, done) = Inbound::tracked(msg);
-                stored.push(done);
-                inbound
-            } else {
-                Inbound::untracked(msg)
-            }
-        };
         for route in others {
-            route.tx.send(send(msg.clone())).await.map_err(|_| self.refused())?;
+            stored.extend(route.mailbox.send(msg.clone(), track).await.map_err(|_| self.refused())?);
         }
-        last.tx.send(send(msg)).await.map_err(|_| self.refused())?;
+        stored.extend(last.mailbox.send(msg, track).await.map_err(|_| self.refused())?);
         self.stats.messages_in.fetch_add(1, Relaxed);
         for done in stored {
             // Unanswered: the records could not be stored (Roost is stopping): no PUBACK.

@@ -14,7 +14,7 @@ use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use roost_core::{Message, Record};
 use roost_processors::pool::{self, PoolStopped, Processed, WorkerPool};
 use roost_processors::Processor;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -25,6 +25,9 @@ use crate::stats::PipelineStats;
 
 /// Messages queued per pipeline before the broker waits.
 pub const MAILBOX_MESSAGES: usize = 4096;
+/// Payload bytes queued per pipeline before the broker waits (a message larger than this
+/// waits until the mailbox is empty).
+pub const MAILBOX_BYTES: usize = 64 << 20;
 /// Messages a pipeline takes from its mailbox at once.
 const CHUNK: usize = 256;
 /// Batches whose records are being appended to the spools at once.
@@ -32,23 +35,41 @@ const SPOOLING: usize = 32;
 
 /// A message for a pipeline, with whom to tell once it is stored.
 #[derive(Debug)]
-pub struct Inbound {
-    pub msg: Message,
+struct Inbound {
+    msg: Message,
     /// Answered once the message's records are in every sink's spool or the message is in the
     /// dead-letter store; dropped unanswered if they could not be stored (Roost is stopping).
-    pub done: Option<oneshot::Sender<()>>,
+    done: Option<oneshot::Sender<()>>,
+    /// Its payload's share of [`MAILBOX_BYTES`], given back when the pipeline takes it.
+    _room: OwnedSemaphorePermit,
 }
 
-impl Inbound {
-    /// A message whose sender waits until it is stored.
-    pub fn tracked(msg: Message) -> (Inbound, oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
-        (Inbound { msg, done: Some(tx) }, rx)
-    }
+/// The sending side of a pipeline's mailbox, bounded in messages and in payload bytes.
+#[derive(Clone)]
+pub struct Mailbox {
+    tx: mpsc::Sender<Inbound>,
+    room: Arc<Semaphore>,
+}
 
-    /// A message whose sender does not wait (QoS 0: no PUBACK to hold back).
-    pub fn untracked(msg: Message) -> Inbound {
-        Inbound { msg, done: None }
+/// The pipeline has stopped taking messages (Roost is stopping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+impl Mailbox {
+    /// Queues a message, waiting while the mailbox is full. With `track`, returns what answers
+    /// once the message is stored (its records in every sink's spool, or the message in the
+    /// dead-letter store); it is dropped unanswered if that could not be done.
+    pub async fn send(&self, msg: Message, track: bool) -> Result<Option<oneshot::Receiver<()>>, Stopped> {
+        let bytes = msg.payload.len().clamp(1, MAILBOX_BYTES) as u32;
+        let room = self.room.clone().acquire_many_owned(bytes).await.map_err(|_| Stopped)?;
+        let (done, stored) = if track {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.tx.send(Inbound { msg, done, _room: room }).await.map_err(|_| Stopped)?;
+        Ok(stored)
     }
 }
 
@@ -82,8 +103,9 @@ impl PipelineActor {
         sinks: Vec<SinkHandle>,
         stop_intake: CancellationToken,
         dead_letters: DeadLetters,
-    ) -> (PipelineActor, mpsc::Sender<Inbound>) {
+    ) -> (PipelineActor, Mailbox) {
         let (tx, rx) = mpsc::channel(MAILBOX_MESSAGES);
+        let mailbox = Mailbox { tx, room: Arc::new(Semaphore::new(MAILBOX_BYTES)) };
         let actor = PipelineActor {
             stage,
             rx,
@@ -93,7 +115,7 @@ impl PipelineActor {
             dead_letters,
             error_log: RateLimit::new(10, Duration::from_secs(10)),
         };
-        (actor, tx)
+        (actor, mailbox)
     }
 
     pub fn stats(&self) -> Arc<PipelineStats> {
@@ -212,4 +234,46 @@ async fn deliver(sinks: &[SinkHandle], pipeline: &str, records: Vec<Record>) -> 
         result.is_ok()
     });
     futures::future::join_all(appends).await.into_iter().all(|ok| ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roost_processors::JsonMapping;
+
+    fn message(bytes: usize) -> Message {
+        Message {
+            topic: "devices/d/env".into(),
+            client_id: "d".into(),
+            device: "d".into(),
+            payload: vec![b' '; bytes],
+            received_at: 0,
+            qos: 1,
+            retain: false,
+            user_properties: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mailbox_holds_at_most_its_bytes_of_payloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead_letters = DeadLetters::open(dir.path(), &Default::default()).unwrap();
+        let stage = Stage::Inline(Box::new(JsonMapping::default()));
+        let (actor, mailbox) =
+            PipelineActor::new("p", stage, Vec::new(), CancellationToken::new(), dead_letters);
+        let mib = 1 << 20;
+        for _ in 0..MAILBOX_BYTES / mib {
+            mailbox.send(message(mib), false).await.unwrap();
+        }
+        // Full in bytes long before it is full in messages: the next send waits...
+        let mut next = Box::pin(mailbox.send(message(mib), true));
+        assert!(futures::poll!(next.as_mut()).is_pending());
+        // ...until the pipeline takes what is queued.
+        let run = tokio::spawn(actor.run());
+        let stored = next.await.unwrap().expect("tracked");
+        // Not JSON: the message is stored once it is in the dead-letter store.
+        stored.await.unwrap();
+        drop(mailbox);
+        run.await.unwrap();
+    }
 }

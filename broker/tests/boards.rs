@@ -435,29 +435,59 @@ async fn only_roost_publishes_commands_and_only_boards_read_their_own() {
     twin.client.publish("roost/boards/b-1-twin/cmd", QoS::AtLeastOnce, false, cmd.to_string()).await.unwrap();
     twin.expect_disconnect().await;
 
-    // A snooper may not subscribe to other boards' commands or replies.
+    // A snooper may not subscribe to other boards' commands or replies, at any depth (in MQTT
+    // `a/b/c/d/#` also matches `a/b/c/d`).
     let (snoop, mut events) = AsyncClient::new(MqttOptions::new("snoop", "127.0.0.1", roost.mqtt.port()), 10);
-    snoop.subscribe("roost/boards/+/cmd", QoS::AtLeastOnce).await.unwrap();
-    snoop.subscribe("#", QoS::AtLeastOnce).await.unwrap();
-    snoop.subscribe("roost/boards/+/status", QoS::AtLeastOnce).await.unwrap();
+    let refused = [
+        "roost/boards/+/cmd",
+        "#",
+        "roost/boards/+/+/#",
+        "roost/boards/+/cmd/#",
+        "roost/+/+/cmd",
+        "+/boards/#",
+    ];
+    for filter in refused.iter().chain(&["roost/boards/+/status"]) {
+        snoop.subscribe(*filter, QoS::AtLeastOnce).await.unwrap();
+    }
     let mut acks = Vec::new();
-    while acks.len() < 3 {
+    while acks.len() < refused.len() + 1 {
         if let Event::Incoming(Packet::SubAck(ack)) = events.poll().await.unwrap() {
             acks.push(format!("{:?}", ack.return_codes));
         }
     }
-    assert_eq!(acks, ["[Failure]", "[Failure]", "[Success(AtLeastOnce)]"]);
+    let mut expected = vec!["[Failure]"; refused.len()];
+    expected.push("[Success(AtLeastOnce)]");
+    assert_eq!(acks, expected);
+    // What the snooper receives while a command runs: statuses only.
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let seen = tokio::spawn(async move {
+        let mut topics = Vec::new();
+        loop {
+            tokio::select! {
+                event = events.poll() => match event {
+                    Ok(Event::Incoming(Packet::Publish(p))) => topics.push(p.topic),
+                    Ok(_) => {}
+                    Err(e) => panic!("the snooper was disconnected: {e}"),
+                },
+                _ = &mut stopped => return topics,
+            }
+        }
+    });
 
     // A round trip through the agent: the intruder's command never ran.
     let out = cli(&roost, &["exec", "b-1", "-c", "ls"], "").await;
     assert!(out.status.success());
     assert!(!text(&out).0.contains("pwned"));
     assert!(!boards.path().join("b-1/pwned").exists());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(()).unwrap();
+    let seen = seen.await.unwrap();
+    assert!(seen.iter().all(|t| t.ends_with("/status")), "the snooper saw {seen:?}");
     let c = counters(&roost).await;
     assert_eq!(c["publishes_denied"], 2, "{c}");
     let metrics = reqwest::get(format!("http://{}/metrics", roost.api)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("roost_board_events_total{event=\"publishes_denied\"} 2\n"), "{metrics}");
-    assert_eq!(c["subscribes_denied"], 2, "{c}");
+    assert_eq!(c["subscribes_denied"], refused.len() as u64, "{c}");
     // Board topics never reach the telemetry pipelines.
     let status = roost.status().await;
     assert_eq!(status["messages_in"], 0, "{status}");

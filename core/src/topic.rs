@@ -56,6 +56,24 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
+/// Whether some topic matches both (valid) filters `a` and `b`, at any depth: what an ACL asks
+/// of a SUBSCRIBE's filter against a protected topic pattern. `a/#` also matches `a` itself,
+/// so `roost/boards/+/+/#` overlaps `roost/boards/+/cmd`. (It ignores the `$` rule of
+/// [`matches`]: it may answer `true` for filters that only meet on a `$` topic, never `false`
+/// for filters that meet.)
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let mut a = a.split('/');
+    let mut b = b.split('/');
+    loop {
+        match (a.next(), b.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (None, None) => return true,
+            (Some(x), Some(y)) if x == "+" || y == "+" || x == y => {}
+            _ => return false,
+        }
+    }
+}
+
 /// The telemetry convention: `devices/{device}/{measurement}`.
 ///
 /// Returns `(device, measurement)`; the measurement is `None` for `devices/{device}` and is the
@@ -67,6 +85,90 @@ pub fn device_topic(topic: &str) -> Option<(&str, Option<&str>)> {
         None => (rest, None),
     };
     (!device.is_empty()).then_some((device, measurement))
+}
+
+#[cfg(test)]
+mod overlap_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A topic both filters match, if `overlaps` says there is one: literals where either has
+    /// one, `x` where both have `+`, the other's rest where one has `#`.
+    fn witness(a: &str, b: &str) -> String {
+        let (a, b): (Vec<&str>, Vec<&str>) = (a.split('/').collect(), b.split('/').collect());
+        fn literal<'a>(l: &&'a str) -> &'a str {
+            if *l == "+" {
+                "x"
+            } else {
+                l
+            }
+        }
+        fn rest<'a>(f: &[&'a str], i: usize) -> Vec<&'a str> {
+            f.get(i..).unwrap_or_default().iter().filter(|l| **l != "#").map(literal).collect()
+        }
+        let mut out = Vec::new();
+        for i in 0.. {
+            match (a.get(i), b.get(i)) {
+                (Some(&"#"), _) => out.extend(rest(&b, i)),
+                (_, Some(&"#")) => out.extend(rest(&a, i)),
+                (None, None) => {}
+                (Some(x), Some(y)) => {
+                    out.push(if *x == "+" { literal(y) } else { x });
+                    continue;
+                }
+                _ => unreachable!("overlapping filters end together or at a #"),
+            }
+            break;
+        }
+        out.join("/")
+    }
+
+    fn filter() -> impl Strategy<Value = String> {
+        let level = prop::sample::select(vec!["roost", "boards", "b-1", "cmd", "x", "", "+"]);
+        (prop::collection::vec(level, 1..6), any::<bool>()).prop_map(|(levels, hash)| {
+            let mut f = levels.join("/");
+            if hash {
+                f.push_str("/#");
+            }
+            f
+        })
+    }
+
+    fn topic() -> impl Strategy<Value = String> {
+        let level = prop::sample::select(vec!["roost", "boards", "b-1", "cmd", "x", ""]);
+        prop::collection::vec(level, 1..7).prop_map(|l| l.join("/"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn filters_that_match_one_topic_overlap(a in filter(), b in filter(), t in topic()) {
+            if matches(&a, &t) && matches(&b, &t) {
+                prop_assert!(overlaps(&a, &b), "{a} and {b} both match {t}");
+            }
+        }
+
+        #[test]
+        fn overlapping_filters_match_one_topic(a in filter(), b in filter()) {
+            prop_assert_eq!(overlaps(&a, &b), overlaps(&b, &a));
+            if overlaps(&a, &b) {
+                let t = witness(&a, &b);
+                prop_assert!(matches(&a, &t) && matches(&b, &t), "{a} and {b}: {t} should match both");
+            }
+        }
+    }
+
+    #[test]
+    fn deeper_filters_overlap_shallower_patterns() {
+        assert!(overlaps("roost/boards/+/+/#", "roost/boards/+/cmd"));
+        assert!(overlaps("roost/boards/+/cmd/#", "roost/boards/+/cmd"));
+        assert!(overlaps("+/boards/#", "roost/boards/+/reply"));
+        assert!(overlaps("#", "roost/boards/+/cmd"));
+        assert!(!overlaps("roost/boards/+/status", "roost/boards/+/cmd"));
+        assert!(!overlaps("roost/boards/+/cmd/x", "roost/boards/+/cmd"));
+        assert!(!overlaps("roost/+", "roost/boards/+/cmd"));
+    }
 }
 
 #[cfg(test)]

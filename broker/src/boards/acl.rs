@@ -15,6 +15,7 @@
 //!   refused. `status` topics may be watched by anyone (`roost/boards/+/status`).
 
 use roost_core::board::{self, Channel};
+use roost_core::topic;
 
 /// Who is asking, as the broker knows the client.
 #[derive(Debug, Clone, Copy)]
@@ -61,35 +62,19 @@ pub fn is_board_namespace(topic: &str) -> bool {
 }
 
 /// Applies the subscribe rule: `Err` with the reason if `filter` could match the `cmd` or
-/// `reply` topic of a board other than `who`.
+/// `reply` topic of a board other than `who`, at any depth (`roost/boards/+/+/#` matches
+/// `roost/boards/b-2/cmd`, since `#` also matches its parent level).
 pub fn check_subscribe(who: Identity<'_>, filter: &str) -> Result<(), &'static str> {
-    let levels: Vec<&str> = filter.split('/').collect();
-    let pattern = ["roost", "boards"];
-    // Walk the filter against `roost/boards/{name}/{channel}`.
-    for (i, level) in levels.iter().enumerate() {
-        match *level {
-            "#" => return Err("the filter would match other boards' commands and replies"),
-            "+" => {}
-            literal if i < 2 && literal != pattern[i] => return Ok(()),
-            _ => {}
-        }
-        if i == 3 {
-            break;
-        }
-    }
-    if levels.len() != 4 {
+    let private = [Channel::Cmd, Channel::Reply].map(board::topic_filter);
+    if !private.iter().any(|p| topic::overlaps(filter, p)) {
         return Ok(());
     }
-    let (name, channel) = (levels[2], levels[3]);
-    let private = matches!(channel, "+" | "cmd" | "reply");
-    if !private {
-        return Ok(());
+    // Every topic it matches is under one board's name: its own is the one board it may
+    // subscribe to here.
+    match filter.split('/').nth(2) {
+        Some(name) if name != "+" && name != "#" && who.is_board(name) => Ok(()),
+        _ => Err("the filter would match other boards' commands or replies"),
     }
-    // Its own cmd (and reply) topic is the one thing a board may subscribe to here.
-    if name != "+" && who.is_board(name) {
-        return Ok(());
-    }
-    Err("the filter would match other boards' commands or replies")
 }
 
 #[cfg(test)]
@@ -151,8 +136,53 @@ mod tests {
             "roost/+/b-2/reply",
             "roost/boards/b-2/+",
             "roost/boards/b-2/#",
+            "roost/boards/+/+/#",
+            "roost/boards/+/cmd/#",
+            "roost/+/+/cmd",
+            "+/boards/#",
+            "roost/boards/+/#",
+            "+/+/+/+/#",
         ] {
             assert!(check_subscribe(B1, bad).is_err(), "{bad}");
+        }
+        // Deeper than a board topic, its own subtree, or not reaching cmd/reply: allowed.
+        for ok in
+            ["roost/boards/b-1/#", "roost/boards/+/status/#", "roost/boards/+/cmd/x", "roost/boards/b-1/+"]
+        {
+            assert!(check_subscribe(B1, ok).is_ok(), "{ok}");
+        }
+    }
+
+    use proptest::prelude::*;
+
+    fn filter() -> impl Strategy<Value = String> {
+        let level =
+            prop::sample::select(vec!["roost", "boards", "b-1", "b-2", "cmd", "reply", "status", "x", "+"]);
+        (prop::collection::vec(level, 1..7), any::<bool>()).prop_map(|(levels, hash)| {
+            let mut f = levels.join("/");
+            if hash {
+                f.push_str("/#");
+            }
+            f
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(50_000))]
+
+        /// A filter is granted only if no topic it matches is another board's cmd or reply
+        /// (every such topic whose name is in the filters' alphabet is tried).
+        #[test]
+        fn a_granted_filter_matches_no_protected_topic(f in filter(), under_boards in any::<bool>()) {
+            let f = if under_boards { format!("roost/boards/{f}") } else { f };
+            if check_subscribe(B1, &f).is_ok() {
+                for name in ["b-2", "x", "roost", "boards", "cmd", "reply", "status"] {
+                    for channel in ["cmd", "reply"] {
+                        let t = format!("roost/boards/{name}/{channel}");
+                        prop_assert!(!topic::matches(&f, &t), "{f} was granted but matches {t}");
+                    }
+                }
+            }
         }
     }
 }

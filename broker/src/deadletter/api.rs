@@ -18,12 +18,11 @@ use actix_web::{web, HttpResponse};
 use roost_core::Record;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use super::{DeadLetterError, DeadLetters, Letter, Selection};
 use crate::api::error::ApiError;
 use crate::api::ApiFeature;
-use crate::pipeline::Inbound;
+use crate::pipeline::Mailbox;
 use crate::sink::SinkHandle;
 use crate::stats::{DeadLetterStatus, Status};
 
@@ -39,7 +38,7 @@ pub struct Replay {
 #[derive(Clone, Default)]
 pub struct Targets {
     pub sinks: HashMap<String, SinkHandle>,
-    pub pipelines: HashMap<String, mpsc::Sender<Inbound>>,
+    pub pipelines: HashMap<String, Mailbox>,
 }
 
 impl Replay {
@@ -155,16 +154,13 @@ async fn replay(state: web::Data<DeadLetterApi>, q: web::Query<Query>) -> Result
     for (id, letter) in letters {
         match letter {
             Letter::Record { sink, record, .. } => records.entry(sink).or_default().push((id, record)),
-            Letter::Message { pipeline, message, .. } => {
-                let (inbound, done) = Inbound::tracked(message);
-                match targets.pipelines.get(&pipeline) {
-                    Some(tx) if tx.send(inbound).await.is_ok() => stored.push((id, done)),
-                    Some(_) => skipped.push(json!({"id": id, "reason": "roost is stopping"})),
-                    None => {
-                        skipped.push(json!({"id": id, "reason": format!("no pipeline named {pipeline:?}")}))
-                    }
-                }
-            }
+            Letter::Message { pipeline, message, .. } => match targets.pipelines.get(&pipeline) {
+                Some(mailbox) => match mailbox.send(message, true).await {
+                    Ok(done) => stored.extend(done.map(|done| (id, done))),
+                    Err(_) => skipped.push(json!({"id": id, "reason": "roost is stopping"})),
+                },
+                None => skipped.push(json!({"id": id, "reason": format!("no pipeline named {pipeline:?}")})),
+            },
         }
     }
     for (id, done) in stored {
