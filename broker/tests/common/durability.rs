@@ -62,13 +62,19 @@ impl Stored {
     }
 }
 
-/// The seqs in `schema.table` of PostgreSQL; none when the table does not exist yet.
+/// The seqs in `schema.table` of PostgreSQL; none when the table or its `seq` column does not
+/// exist yet (the sink creates the table, then adds a column per field).
 pub async fn pg_stored(url: &str, schema: &str, table: &str) -> Stored {
+    use tokio_postgres::error::SqlState;
     let client = pg_connect(url).await;
     let sql = format!("SELECT seq, count(*) FROM {schema}.{table} GROUP BY seq");
     match client.query(&sql, &[]).await {
         Ok(rows) => Stored::from_rows(rows.iter().map(|r| (r.get(0), r.get(1)))),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Stored::default(),
+        Err(e)
+            if [Some(&SqlState::UNDEFINED_TABLE), Some(&SqlState::UNDEFINED_COLUMN)].contains(&e.code()) =>
+        {
+            Stored::default()
+        }
         Err(e) => panic!("{sql}: {e}"),
     }
 }
@@ -144,19 +150,17 @@ pub async fn sinks(roost: &roost_testkit::Roost) -> Option<Value> {
     })
 }
 
-/// Whether every sink has written what it was given: nothing waiting in memory (the status's
-/// `backlog`) nor in its spool (`GET /api/v1/sinks`, where the server has it).
+/// Whether every sink has written what it was given. With a spool (`GET /api/v1/sinks`), that
+/// is every spool empty: an entry leaves only once its records are written, dead-lettered, or
+/// found already written. Without one (an older server), the status's in-memory `backlog`.
 async fn drained(roost: &roost_testkit::Roost) -> (bool, Value) {
     let status = roost.status().await;
-    let in_memory = status["sinks"].as_array().unwrap().iter().all(|s| s["backlog"] == 0);
-    let sinks = sinks(roost).await.unwrap_or(Value::Null);
-    let spooled = sinks
-        .as_array()
-        .map(|list| {
-            list.iter().all(|s| s.pointer("/spool/entries").and_then(Value::as_u64).unwrap_or(0) == 0)
-        })
-        .unwrap_or(true);
-    (in_memory && spooled, serde_json::json!({"status": status["sinks"], "sinks": sinks}))
+    let sinks = sinks(roost).await;
+    let empty = match sinks.as_ref().and_then(Value::as_array) {
+        Some(list) => list.iter().all(|s| s.pointer("/spool/entries").and_then(Value::as_u64) == Some(0)),
+        None => status["sinks"].as_array().unwrap().iter().all(|s| s["backlog"] == 0),
+    };
+    (empty, serde_json::json!({"status": status["sinks"], "sinks": sinks}))
 }
 
 /// Waits until every sink has written its backlog, seen twice a second apart (a restarted server
@@ -168,9 +172,23 @@ pub async fn wait_drained(roost: &roost_testkit::Roost, patience: Duration) {
         let (empty, doc) = drained(roost).await;
         seen = if empty { seen + 1 } else { 0 };
         if seen == 2 {
+            // The status's backlog counts records handed to a sink and not yet counted written;
+            // say so when it disagrees with the empty spools (a replayed batch skipped as
+            // already written, say), the test's counts decide.
+            let stuck: Vec<_> =
+                doc["status"].as_array().into_iter().flatten().filter(|s| s["backlog"] != 0).collect();
+            if !stuck.is_empty() {
+                eprintln!("note: spools empty but the status shows a backlog: {stuck:?}");
+            }
             return;
         }
-        assert!(Instant::now() < until, "sinks not drained after {patience:?}: {doc:#}");
+        if Instant::now() > until {
+            let log = roost.log_text();
+            let warnings: Vec<_> =
+                log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+            let last = &warnings[warnings.len().saturating_sub(30)..];
+            panic!("sinks not drained after {patience:?}: {doc:#}\nlast warnings:\n{}", last.join("\n"));
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
