@@ -2,14 +2,17 @@
 //! services' URLs from the `ROOST_TEST_*` variables ([`env_url`]), names no other run uses
 //! ([`unique`]), free ports ([`free_port`]), a real `roost serve` on free ports ([`Roost`],
 //! started through [`Launch`]), the example processors built from `plugins-wasm/`
-//! ([`examples`]), and reading back what InfluxDB and VictoriaMetrics hold ([`influxdb`],
-//! [`victoria`]).
+//! ([`examples`]), reading back what InfluxDB and VictoriaMetrics hold ([`influxdb`],
+//! [`victoria`]), and for the fault tests a QoS 1 publisher that records every PUBACK
+//! ([`publisher`]) and a database proxy that can be switched off ([`proxy`]).
 //!
 //! A dev-dependency only, and it never depends on the broker crate: a caller passes the binary
 //! cargo built for it, `env!("CARGO_BIN_EXE_roost")`.
 
 pub mod examples;
 pub mod influxdb;
+pub mod proxy;
+pub mod publisher;
 mod roost;
 pub mod victoria;
 

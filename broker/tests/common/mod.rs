@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod boards;
+pub mod durability;
 
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
