@@ -19,6 +19,15 @@ fn add_device(roost: &Roost, name: &str) -> String {
     out.lines().last().unwrap().trim().to_owned()
 }
 
+/// `mosquitto_pub` at QoS 1 as `device`; panics unless it succeeds.
+fn publish_as(addr: SocketAddr, device: &str, secret: &str, topic: &str, payload: &str) {
+    mosquitto_pub(
+        addr,
+        &["-i", device, "-u", device, "-P", secret, "-q", "1", "-t", topic, "-m", payload],
+        "",
+    );
+}
+
 /// `mosquitto_pub` that may fail: its output.
 fn try_pub(addr: SocketAddr, args: &[&str]) -> Output {
     Command::new("mosquitto_pub")
@@ -76,60 +85,9 @@ async fn devices_connect_with_their_credentials_only_and_publish_only_as_themsel
     assert!(!out.status.success(), "a wrong password must be refused");
 
     // Its own credentials: stored. As another device: refused, nothing stored.
-    mosquitto_pub(
-        addr,
-        &[
-            "-i",
-            "sensor-1",
-            "-u",
-            "sensor-1",
-            "-P",
-            &s1,
-            "-q",
-            "1",
-            "-t",
-            "devices/sensor-1/env",
-            "-m",
-            "{\"t\":1}",
-        ],
-        "",
-    );
-    mosquitto_pub(
-        addr,
-        &[
-            "-i",
-            "sensor-1",
-            "-u",
-            "sensor-1",
-            "-P",
-            &s1,
-            "-q",
-            "1",
-            "-t",
-            "devices/sensor-2/env",
-            "-m",
-            "{\"t\":2}",
-        ],
-        "",
-    );
-    mosquitto_pub(
-        addr,
-        &[
-            "-i",
-            "sensor-2",
-            "-u",
-            "sensor-2",
-            "-P",
-            &s2,
-            "-q",
-            "1",
-            "-t",
-            "devices/sensor-2/env",
-            "-m",
-            "{\"t\":3}",
-        ],
-        "",
-    );
+    publish_as(addr, "sensor-1", &s1, "devices/sensor-1/env", "{\"t\":1}");
+    publish_as(addr, "sensor-1", &s1, "devices/sensor-2/env", "{\"t\":2}");
+    publish_as(addr, "sensor-2", &s2, "devices/sensor-2/env", "{\"t\":3}");
     roost.wait_status("two rows", |s| s["sinks"][0]["records_written"] == 2).await;
     let db = roost.db();
     let rows: Vec<(String, i64)> = db
