@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::sync::{oneshot, watch, Semaphore};
 
-pub use reader::{Entry, Reader};
+pub use reader::{Entry, Reader, CURSOR_SYNC_INTERVAL};
 use segments::{Cursor, Segment};
 
 /// When an append counts as durable.

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::warn;
@@ -38,7 +39,12 @@ pub struct Reader {
     next: u64,
     pos: Option<Position>,
     durable: watch::Receiver<u64>,
+    /// When the cursor was last synced.
+    synced: Instant,
 }
+
+/// How often an acknowledgement also syncs the cursor file (see [`Reader::ack`]).
+pub const CURSOR_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,7 +62,7 @@ impl Drop for Reader {
 impl Reader {
     pub(crate) fn new(shared: Arc<Shared>, acked: u64) -> Reader {
         let durable = shared.durable.subscribe();
-        Reader { shared, next: acked, pos: None, durable }
+        Reader { shared, next: acked, pos: None, durable, synced: Instant::now() }
     }
 
     /// Waits until there is an entry to read; `false` once the spool is closed and every
@@ -166,9 +172,15 @@ impl Reader {
     }
 
     /// Marks every entry up to and including `seq` consumed: the space of segments wholly
-    /// consumed is freed, and a restart resumes after `seq`.
+    /// consumed is freed, and a restart resumes after `seq`. The cursor is written at once
+    /// (a crash of the process keeps it) and synced at most every [`CURSOR_SYNC_INTERVAL`]: after
+    /// a power cut a restart may resume up to that much earlier and hand the consumer entries it
+    /// had already consumed again (never fewer).
     pub fn ack(&mut self, seq: u64) -> Result<(), SpoolError> {
-        let sync = self.shared.sync_enabled();
+        let sync = self.shared.sync_enabled() && self.synced.elapsed() >= CURSOR_SYNC_INTERVAL;
+        if sync {
+            self.synced = Instant::now();
+        }
         let mut st = self.shared.lock();
         if seq < st.acked {
             return Ok(());
