@@ -12,8 +12,8 @@
 //!   retry backoff) and the records/s it drains at.
 //!
 //! Environment: `ROOST_BENCH_MESSAGES` (per throughput run, default 200000),
-//! `ROOST_BENCH_CONNECTIONS` (default 128), `ROOST_BENCH_WINDOW` (in flight per connection,
-//! default 32), `ROOST_BENCH_OUTAGE_SECS` (default 60),
+//! `ROOST_BENCH_CONNECTIONS` and `ROOST_BENCH_WINDOW` (in flight per connection) for one shape
+//! (default: 128 x 32, then 512 x 8), `ROOST_BENCH_OUTAGE_SECS` (default 60),
 //! `ROOST_BENCH_BACKLOG` (messages published during the outage, default 200000). Needs
 //! `ROOST_TEST_POSTGRES_URL` (`make bench` sets it).
 
@@ -153,27 +153,38 @@ fn main() {
         println!("durability benchmark: skipped, ROOST_TEST_POSTGRES_URL not set (run `make bench`)");
         return;
     };
-    let shape = Shape {
-        messages: env_or("ROOST_BENCH_MESSAGES", 200_000),
-        connections: env_or("ROOST_BENCH_CONNECTIONS", 128) as usize,
-        window: env_or("ROOST_BENCH_WINDOW", 32) as u16,
+    let messages = env_or("ROOST_BENCH_MESSAGES", 200_000);
+    // Two fleet shapes by default: rmqtt answers a connection's publishes one at a time, so the
+    // fsync latency weighs more the fewer connections share each group commit.
+    let shapes: Vec<Shape> = match std::env::var("ROOST_BENCH_CONNECTIONS") {
+        Ok(_) => vec![Shape {
+            messages,
+            connections: env_or("ROOST_BENCH_CONNECTIONS", 128) as usize,
+            window: env_or("ROOST_BENCH_WINDOW", 32) as u16,
+        }],
+        Err(_) => vec![
+            Shape { messages, connections: 128, window: 32 },
+            Shape { messages, connections: 512, window: 8 },
+        ],
     };
     let outage = Duration::from_secs(env_or("ROOST_BENCH_OUTAGE_SECS", 60));
-    let backlog = Shape { messages: env_or("ROOST_BENCH_BACKLOG", 200_000), ..shape };
-    println!(
-        "roost durability benchmark: QoS 1 into postgres, {} connections x {} in flight, 100-byte JSON, {} messages per run",
-        shape.connections, shape.window, shape.messages
-    );
+    let backlog = Shape { messages: env_or("ROOST_BENCH_BACKLOG", 200_000), ..shapes[0] };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let (pg, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(conn);
-        let always = throughput(&url, &pg, "always", shape).await;
-        let never = throughput(&url, &pg, "never", shape).await;
-        println!(
-            "fsync = \"always\" costs {:.1}% of the throughput with \"never\"",
-            (1.0 - always / never) * 100.0
-        );
+        for shape in shapes {
+            println!(
+                "roost durability benchmark: QoS 1 into postgres, {} connections x {} in flight, 100-byte JSON, {} messages per run",
+                shape.connections, shape.window, shape.messages
+            );
+            let always = throughput(&url, &pg, "always", shape).await;
+            let never = throughput(&url, &pg, "never", shape).await;
+            println!(
+                "fsync = \"always\" costs {:.1}% of the throughput with \"never\"",
+                (1.0 - always / never) * 100.0
+            );
+        }
         drain_after_outage(&url, &pg, backlog, outage).await;
     });
 }

@@ -26,7 +26,7 @@ use roost_connectors::{Position, Sink};
 use roost_core::Record;
 use roost_spool::{Entry, Reader, Recovery, Spool, SpoolError};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::deadletter::DeadLetters;
 use crate::ratelimit::RateLimit;
@@ -34,6 +34,8 @@ use crate::stats::SinkStats;
 
 /// Bytes of records per spool entry (a pipeline batch larger than this takes several entries).
 const ENTRY_BYTES: usize = 1 << 20;
+/// The first wait before trying a failed database again (doubling up to `write::MAX_BACKOFF`).
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Bytes of entries read from the spool at once.
 const READ_BYTES: usize = 16 << 20;
 
@@ -183,7 +185,7 @@ impl SinkActor {
     /// The position the database already holds, asked once before draining; `None` at the stop
     /// deadline. A sink that keeps no positions answers `None` at once.
     async fn resume(&mut self) -> Option<Option<u64>> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = FIRST_BACKOFF;
         loop {
             let result = tokio::select! {
                 r = self.sink.committed(&self.stream) => r,
@@ -193,7 +195,13 @@ impl SinkActor {
                 Ok(seq) => return Some(seq),
                 Err(e) => {
                     self.stats.set_error(Some(e.to_string()));
-                    warn!(sink = %self.stats.name, error = %e, "cannot read the sink's stored position yet, retrying");
+                    if self.down_since.is_none() {
+                        self.down_since = Some(Instant::now());
+                        warn!(sink = %self.stats.name, error = %e,
+                              "sink down: cannot read its stored position yet, retrying with backoff; records wait in the spool");
+                    } else {
+                        debug!(sink = %self.stats.name, error = %e, "cannot read the sink's stored position yet");
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(write::jittered(backoff)) => {}
                         _ = self.give_up.cancelled() => return None,

@@ -23,7 +23,7 @@ impl SinkActor {
     /// stored position keeps the next start from writing it twice).
     pub(super) async fn flush(&mut self, records: Vec<Record>, position: &Position) -> bool {
         let batch = Arc::new(records);
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = super::FIRST_BACKOFF;
         loop {
             let started = Instant::now();
             let result = tokio::select! {
