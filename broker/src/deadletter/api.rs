@@ -1,9 +1,10 @@
 //! `/api/v1/deadletters`: list, replay and delete dead letters.
 //!
 //! - `GET /deadletters?source=&after=&limit=`: `{"total": n, "entries": [...]}`, oldest first.
-//! - `POST /deadletters/replay?source=&ids=1,2`: sends each record back to its sink and each
-//!   message back to its pipeline, deletes what was handed over; `{"replayed": n, "skipped":
-//!   [{"id", "reason"}]}`. A replayed record the database refuses again comes back as a new entry.
+//! - `POST /deadletters/replay?source=&ids=1,2`: sends each record back to its sink's spool and
+//!   each message back to its pipeline, and deletes an entry once it is stored again;
+//!   `{"replayed": n, "skipped": [{"id", "reason"}]}`. A replayed record the database refuses
+//!   again comes back as a new entry.
 //! - `DELETE /deadletters?source=&ids=1,2&all=true`: `{"deleted": n}`; deleting everything needs
 //!   `all=true`.
 //!
