@@ -211,9 +211,12 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
     let failed_now = failed() - failed_before;
     let left: u64 = sink_stats.iter().map(|s| s.spool.stats().entries).sum();
     if !drained || left > 0 || failed_now > 0 {
-        for s in sink_stats.iter().filter(|s| s.spool.stats().entries > 0) {
-            error!(sink = %s.name, spool_entries = s.spool.stats().entries, records = s.backlog(),
-                   last_error = ?SinkStatus::of(s).last_error, "sink did not catch up before stop");
+        for s in &sink_stats {
+            let entries = s.spool.stats().entries;
+            if entries > 0 {
+                error!(sink = %s.name, spool_entries = entries, records = s.backlog(),
+                       last_error = ?SinkStatus::of(s).last_error, "sink did not catch up before stop");
+            }
         }
         bail!(
             "stopped before the sinks caught up (shutdown_timeout_secs = {}): {left} spool entries \

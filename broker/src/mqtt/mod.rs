@@ -140,17 +140,7 @@ impl Broker {
     /// Stops accepting connections and disconnects every client, waiting up to `timeout`.
     pub async fn stop(&self, timeout: Duration) {
         self.server.abort();
-        let ids: Vec<_> = { self.scx.extends.shared().await.iter().map(|e| e.id()).collect() };
-        let kicks = ids.into_iter().map(|id| {
-            let scx = self.scx.clone();
-            async move {
-                let entry = { scx.extends.shared().await.entry(id) };
-                if let Ok(mut locked) = entry.try_lock().await {
-                    let _ = locked.kick(true, true, true).await;
-                }
-            }
-        });
-        if tokio::time::timeout(timeout, futures::future::join_all(kicks)).await.is_err() {
+        if tokio::time::timeout(timeout, publisher::kick(&self.scx, |_| true)).await.is_err() {
             warn!("some mqtt sessions did not disconnect in time");
         }
     }

@@ -1,6 +1,7 @@
 //! boards: [`CmdSender`] publishes board commands in-process, as the system
 //! (`SessionState::forwards` from a system sender): the only way anything reaches a `cmd` topic.
-//! devices: [`Kicker`] disconnects a revoked (or rotated) device's sessions.
+//! devices: [`Kicker`] disconnects a revoked (or rotated) device's sessions, with [`kick`],
+//! which also disconnects every client when the broker stops.
 
 use async_trait::async_trait;
 use rmqtt::codec::types::{Publish as CodecPublish, QoS};
@@ -47,21 +48,22 @@ impl Disconnect for Kicker {
     fn disconnect(&self, device: &str) {
         let (scx, device) = (self.scx.clone(), device.to_owned());
         tokio::spawn(async move {
-            let ids: Vec<Id> = {
-                let shared = scx.extends.shared().await;
-                shared
-                    .iter()
-                    .map(|e| e.id())
-                    .filter(|id| id.username.as_deref() == Some(device.as_str()))
-                    .collect()
-            };
-            for id in ids {
-                let entry = { scx.extends.shared().await.entry(id.clone()) };
-                if let Ok(mut locked) = entry.try_lock().await {
-                    let _ = locked.kick(true, true, true).await;
-                    tracing::info!(device, client_id = %id.client_id, "device disconnected: its credentials changed");
-                }
+            let kicked = kick(&scx, |id| id.username.as_deref() == Some(device.as_str())).await;
+            for id in kicked {
+                tracing::info!(device, client_id = %id.client_id, "device disconnected: its credentials changed");
             }
         });
     }
+}
+
+/// Disconnects every session `which` selects, all at once; the ids of those it disconnected.
+pub(super) async fn kick(scx: &ServerContext, which: impl Fn(&Id) -> bool) -> Vec<Id> {
+    let ids: Vec<Id> = { scx.extends.shared().await.iter().map(|e| e.id()).filter(|id| which(id)).collect() };
+    let kicks = ids.into_iter().map(|id| async move {
+        let entry = { scx.extends.shared().await.entry(id.clone()) };
+        let mut locked = entry.try_lock().await.ok()?;
+        let _ = locked.kick(true, true, true).await;
+        Some(id)
+    });
+    futures::future::join_all(kicks).await.into_iter().flatten().collect()
 }

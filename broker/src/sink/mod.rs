@@ -26,7 +26,7 @@ use roost_connectors::{Position, Sink};
 use roost_core::Record;
 use roost_spool::{Entry, Reader, Recovery, Spool, SpoolError};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info};
 
 use crate::deadletter::DeadLetters;
 use crate::ratelimit::RateLimit;
@@ -192,21 +192,14 @@ impl SinkActor {
                 _ = self.give_up.cancelled() => return None,
             };
             match result {
-                Ok(seq) => return Some(seq),
+                Ok(seq) => {
+                    self.up();
+                    return Some(seq);
+                }
                 Err(e) => {
-                    self.stats.set_error(Some(e.to_string()));
-                    if self.down_since.is_none() {
-                        self.down_since = Some(Instant::now());
-                        warn!(sink = %self.stats.name, error = %e,
-                              "sink down: cannot read its stored position yet, retrying with backoff; records wait in the spool");
-                    } else {
-                        debug!(sink = %self.stats.name, error = %e, "cannot read the sink's stored position yet");
+                    if !self.retry_after(&e, &mut backoff, "cannot read its stored position").await {
+                        return None;
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(write::jittered(backoff)) => {}
-                        _ = self.give_up.cancelled() => return None,
-                    }
-                    backoff = (backoff * 2).min(write::MAX_BACKOFF);
                 }
             }
         }

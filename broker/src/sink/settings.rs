@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use roost_spool::{FsyncPolicy, FullPolicy, SpoolConfig};
 use serde::{Deserialize, Serialize};
 
@@ -91,17 +92,10 @@ impl SpoolSettings {
 }
 
 /// A sink's spool directory. Names that are not plain file names (config allows any) are
-/// spelled with their unsafe characters as `%XX`.
+/// spelled with their other characters as `%XX`.
 pub fn dir(data_dir: &Path, sink: &str) -> PathBuf {
-    let mut name = String::with_capacity(sink.len());
-    for b in sink.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            name.push(b as char);
-        } else {
-            name.push_str(&format!("%{b:02X}"));
-        }
-    }
-    data_dir.join("spool").join(name)
+    const UNSAFE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_');
+    data_dir.join("spool").join(utf8_percent_encode(sink, UNSAFE).to_string())
 }
 
 /// The name of a sink's spool as a stream of positions: `<sink>/<id>`, where the id is made

@@ -32,40 +32,56 @@ impl SinkActor {
             };
             match result {
                 Ok(outcome) => {
-                    if let Some(since) = self.down_since.take() {
-                        info!(sink = %self.stats.name, down_ms = since.elapsed().as_millis() as u64, "sink recovered");
-                    }
+                    self.up();
                     self.stats.write_latency.observe(started.elapsed());
-                    self.stats.set_error(None);
                     self.written(&batch, outcome).await;
                     return true;
                 }
                 Err(e) => {
                     self.stats.write_errors.fetch_add(1, Relaxed);
-                    self.stats.set_error(Some(e.to_string()));
                     if !e.is_retryable() {
+                        self.stats.set_error(Some(e.to_string()));
                         self.fail(&batch, &e).await;
                         return true;
                     }
-                    let wait = jittered(backoff);
-                    if self.down_since.is_none() {
-                        self.down_since = Some(Instant::now());
-                        warn!(sink = %self.stats.name, records = batch.len(), error = %e,
-                              "sink down: writes fail, retrying with backoff until it recovers; records wait in the spool");
-                    } else {
-                        debug!(sink = %self.stats.name, error = %e, retry_in_ms = wait.as_millis() as u64,
-                               "write failed again, will retry");
+                    if !self.retry_after(&e, &mut backoff, "writes fail").await {
+                        return false;
                     }
-                    self.stats.retrying.store(true, Relaxed);
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = self.give_up.cancelled() => return false,
-                    }
-                    self.stats.retrying.store(false, Relaxed);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
+    }
+
+    /// The database answered: clears the last error, and says once that a sink that was down
+    /// has recovered.
+    pub(super) fn up(&mut self) {
+        self.stats.set_error(None);
+        if let Some(since) = self.down_since.take() {
+            info!(sink = %self.stats.name, down_ms = since.elapsed().as_millis() as u64, "sink recovered");
+        }
+    }
+
+    /// After a failure a retry can help: records the error, says once that the sink is down,
+    /// and waits out the (jittered) backoff, doubling it up to [`MAX_BACKOFF`]. `false` if the
+    /// stop deadline came first.
+    pub(super) async fn retry_after(&mut self, e: &SinkError, backoff: &mut Duration, what: &str) -> bool {
+        self.stats.set_error(Some(e.to_string()));
+        let wait = jittered(*backoff);
+        if self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+            warn!(sink = %self.stats.name, error = %e,
+                  "sink down: {what}, retrying with backoff until it recovers; records wait in the spool");
+        } else {
+            debug!(sink = %self.stats.name, error = %e, retry_in_ms = wait.as_millis() as u64, "{what} again, will retry");
+        }
+        self.stats.retrying.store(true, Relaxed);
+        let waited = tokio::select! {
+            _ = tokio::time::sleep(wait) => true,
+            _ = self.give_up.cancelled() => false,
+        };
+        self.stats.retrying.store(false, Relaxed);
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        waited
     }
 
     /// Counts a written batch and keeps its refused records as dead letters.
@@ -85,15 +101,8 @@ impl SinkActor {
                 warn!(sink = %self.stats.name, measurement = %record.measurement, device = %record.device,
                       reason = %r.reason, suppressed, "record rejected, kept in the dead-letter store");
             }
-            let letter = Letter::Record {
-                sink: self.stats.name.clone(),
-                reason: r.reason.clone(),
-                record: record.clone(),
-            };
-            self.dead_letters.put(letter).await;
         }
-        // On disk before the spool lets the records go.
-        self.dead_letters.flush().await;
+        self.keep(outcome.rejected.iter().map(|r| (&batch[r.index], r.reason.clone()))).await;
     }
 
     /// Gives up on a batch the database will never take: its records go to the dead-letter store.
@@ -102,12 +111,14 @@ impl SinkActor {
         error!(sink = %self.stats.name, records = batch.len(), error = %e,
                "batch cannot be written, kept in the dead-letter store");
         let reason = format!("not written: {e}");
-        for record in batch {
-            let letter = Letter::Record {
-                sink: self.stats.name.clone(),
-                reason: reason.clone(),
-                record: record.clone(),
-            };
+        self.keep(batch.iter().map(|record| (record, reason.clone()))).await;
+    }
+
+    /// Puts records in the dead-letter store, with why, and waits until they are on disk there:
+    /// only then may the spool let them go.
+    async fn keep<'r>(&mut self, records: impl Iterator<Item = (&'r Record, String)>) {
+        for (record, reason) in records {
+            let letter = Letter::Record { sink: self.stats.name.clone(), reason, record: record.clone() };
             self.dead_letters.put(letter).await;
         }
         self.dead_letters.flush().await;
