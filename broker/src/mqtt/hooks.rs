@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::deferred_ack;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::types::{AuthResult, ConnectInfo, Id, PublishAclResult, SubscribeAclResult};
 use roost_core::{envelope, topic, Message};
@@ -17,7 +18,7 @@ use crate::boards::acl::{self, PublishVerdict};
 use crate::boards::BoardService;
 use crate::devices::rules::{self, ClientIdRule, Connect, Verdict};
 use crate::devices::Devices;
-use crate::ingest::Ingest;
+use crate::ingest::{Closed, Ingest};
 use crate::stats::Stats;
 
 #[derive(Clone)]
@@ -143,12 +144,21 @@ impl Handler for Hooks {
                     retain: publish.retain,
                     user_properties,
                 };
-                match self.0.ingest.accept(msg).await {
-                    Ok(()) => (true, acc),
-                    Err(_closed) => {
-                        let refused = PublishAclResult::rejected(true, Some("server shutting down".into()));
-                        (false, Some(HookResult::PublishAclResult(refused)))
-                    }
+                let stored = match self.0.ingest.accept(msg).await {
+                    Ok(stored) => stored,
+                    Err(Closed) => return shutting_down(),
+                };
+                // The session holds the PUBACK back until the message is stored, and reads the
+                // connection's next publishes meanwhile (our patch to rmqtt, `deferred_ack`).
+                let wait = Box::pin(async move { stored.wait().await.is_ok() });
+                let stored = match deferred_ack::defer(wait) {
+                    Ok(()) => true,
+                    Err(wait) => wait.await,
+                };
+                if stored {
+                    (true, acc)
+                } else {
+                    shutting_down()
                 }
             }
             Parameter::ClientConnected(_) => {
@@ -200,4 +210,10 @@ impl Handler for Hooks {
             _ => (true, acc),
         }
     }
+}
+
+/// Refuses a publish Roost can no longer take, closing the connection without a PUBACK.
+fn shutting_down() -> ReturnType {
+    let refused = PublishAclResult::rejected(true, Some("server shutting down".into()));
+    (false, Some(HookResult::PublishAclResult(refused)))
 }

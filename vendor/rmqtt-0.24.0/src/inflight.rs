@@ -419,6 +419,12 @@ impl InInflight {
         self.cached.contains(pid)
     }
 
+    /// ROOST PATCH: whether the window holds `max_inflight` packet ids.
+    #[inline]
+    pub(crate) fn is_full(&self) -> bool {
+        self.cached.len() >= self.max_inflight as usize
+    }
+
     #[inline]
     pub(crate) fn remove(&mut self, pid: &NonZeroU16) -> bool {
         #[allow(clippy::needless_bool)]

@@ -53,6 +53,7 @@
 pub mod acl; // Access Control List management
 pub mod args; // Command-line argument parsing
 pub mod context; // Shared execution context
+pub mod deferred_ack; // ROOST PATCH: acknowledgements a publish hook holds back
 
 // Feature-gated Modules
 #[cfg(feature = "delayed")] // Delayed message publishing

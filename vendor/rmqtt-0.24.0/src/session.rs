@@ -73,6 +73,7 @@ use async_trait::async_trait;
 use bitflags::Flags;
 use bytestring::ByteString;
 use futures::channel::mpsc::unbounded;
+use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -100,9 +101,24 @@ use crate::queue::{self, Limiter, Policy};
 use crate::shared::MessageLoadCallback;
 #[cfg(feature = "retain")]
 use crate::shared::RetainLoadCallback;
+use crate::deferred_ack;
 use crate::types::*;
 use crate::utils::timestamp_millis;
 use crate::Result;
+
+/// ROOST PATCH: a PUBACK (QoS 1) or PUBREC (QoS 2) to send for an inbound publish.
+struct Ack {
+    packet_id: NonZeroU16,
+    qos: QoS,
+    pubres: PublishResult,
+    /// Whether the packet id was added to the inbound in-flight window for this publish.
+    inflight: bool,
+    /// False when what the hooks deferred failed: no acknowledgement is sent.
+    stored: bool,
+}
+
+/// ROOST PATCH: the acknowledgements held back by publish hooks, in the order to send them.
+type Acks = FuturesOrdered<futures::future::BoxFuture<'static, Ack>>;
 
 /// Runtime state for an active MQTT session.
 ///
@@ -339,6 +355,10 @@ impl SessionState {
 
         tokio::pin!(deliver_timeout_delay);
 
+        // ROOST PATCH: acknowledgements held back by a publish hook (see `deferred_ack`),
+        // sent in the order the publishes came.
+        let mut acks: Acks = FuturesOrdered::new();
+
         loop {
             log::debug!("{:?} tokio::select! loop", state.id);
             deliver_timeout_delay.as_mut().reset(
@@ -389,12 +409,20 @@ impl SessionState {
                     }
                 }
 
-                pkt = sink.recv() => {
+                // ROOST PATCH: the oldest held-back acknowledgement may go out.
+                Some(ack) = acks.next(), if !acks.is_empty() => {
+                    state.send_ack(sink, ack).await?;
+                }
+
+                // ROOST PATCH: while acknowledgements are held back and the inbound window is
+                // full, stop reading the connection until they go out (a full window with none
+                // held back is QoS 2 awaiting PUBREL: keep reading, as before).
+                pkt = sink.recv(), if acks.is_empty() || !state.in_inflight.is_full() => {
                     log::debug!("{:?} pkt: {:?}", state.id, pkt);
                     keep_alive_delay.as_mut().reset(Instant::now() + keep_alive_interval);
                     match pkt? {
                         Some(pkt) => {
-                            state.process_mqtt_message(sink, pkt, flags).await?;
+                            state.process_mqtt_message(sink, pkt, flags, &mut acks).await?;
                         },
                         None => {
                             return Err(Reason::ConnectRemoteClose);
@@ -715,6 +743,7 @@ impl SessionState {
         sink: &mut Sink<Io>,
         pkt: Packet,
         flags: &mut StateFlags,
+        acks: &mut Acks,
     ) -> std::result::Result<(), Reason>
     where
         Io: AsyncRead + AsyncWrite + Unpin,
@@ -723,12 +752,12 @@ impl SessionState {
             Packet::V3(v3::Packet::Publish(publish)) => {
                 log::debug!("{} publish: {:?}", self.id, publish);
                 let p: Publish = publish.into();
-                self.process_publish(sink, p.create_time(timestamp_millis())).await?;
+                self.process_publish(sink, p.create_time(timestamp_millis()), acks).await?;
             }
             Packet::V5(v5::Packet::Publish(publish)) => {
                 log::debug!("{} publish: {:?}", self.id, publish);
                 let p: Publish = publish.into();
-                self.process_publish(sink, p.create_time(timestamp_millis())).await?;
+                self.process_publish(sink, p.create_time(timestamp_millis()), acks).await?;
             }
 
             Packet::V3(v3::Packet::PublishRelease { packet_id }) => {
@@ -947,6 +976,7 @@ impl SessionState {
         &mut self,
         sink: &mut Sink<Io>,
         publish: Publish,
+        acks: &mut Acks,
     ) -> std::result::Result<(), Reason>
     where
         Io: AsyncRead + AsyncWrite + Unpin,
@@ -970,17 +1000,15 @@ impl SessionState {
                     Ok(res) => res,
                 };
 
-                let pubres = self.publish(publish).await.inspect_err(|_| {
+                // ROOST PATCH: the hooks may hold the PUBACK back (`deferred_ack`).
+                let (pubres, waits) = deferred_ack::collect(self.publish(publish)).await;
+                let pubres = pubres.inspect_err(|_| {
                     if inflight_res {
                         self.in_inflight.remove(&packet_id);
                     }
                 })?;
-
-                let ack_res = sink.send_publish_ack(packet_id, pubres).await;
-                if inflight_res {
-                    self.in_inflight.remove(&packet_id);
-                }
-                ack_res?;
+                let ack = Ack { packet_id, qos, pubres, inflight: inflight_res, stored: true };
+                self.ack_or_hold(sink, ack, waits, acks).await?;
             }
             QoS::ExactlyOnce => {
                 let packet_id = Self::packet_id(packet_id)?;
@@ -994,23 +1022,76 @@ impl SessionState {
                     );
                     #[cfg(feature = "metrics")]
                     self.scx.metrics.client_publish_duplicate_inc();
-                    let pub_res =
+                    let pubres =
                         PublishResult::reason_code(PublishAckReason::PacketIdentifierInUse, None, false);
-                    sink.send_publish_received(packet_id, pub_res).await?;
+                    let ack = Ack { packet_id, qos, pubres, inflight: false, stored: true };
+                    self.ack_or_hold(sink, ack, Vec::new(), acks).await?;
                     return Ok(());
                 }
-                let pub_res = self.publish(publish).await?;
+                // ROOST PATCH: the hooks may hold the PUBREC back (`deferred_ack`).
+                let (pubres, waits) = deferred_ack::collect(self.publish(publish)).await;
+                let pubres = pubres?;
                 let inflight_res =
-                    if pub_res.is_success() { self.in_inflight.add(packet_id, qos)? } else { false };
-                let rec_res = sink.send_publish_received(packet_id, pub_res).await;
-                if inflight_res && rec_res.is_err() {
-                    self.in_inflight.remove(&packet_id);
-                }
-                rec_res?;
+                    if pubres.is_success() { self.in_inflight.add(packet_id, qos)? } else { false };
+                let ack = Ack { packet_id, qos, pubres, inflight: inflight_res, stored: true };
+                self.ack_or_hold(sink, ack, waits, acks).await?;
             }
             QoS::AtMostOnce => {
                 self.publish(publish).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// ROOST PATCH: sends `ack` now if nothing is held back (the common case without a
+    /// deferring hook), else queues it behind the others, to go out once `waits` resolve.
+    #[inline]
+    async fn ack_or_hold<Io>(
+        &mut self,
+        sink: &mut Sink<Io>,
+        ack: Ack,
+        waits: Vec<deferred_ack::AckWait>,
+        acks: &mut Acks,
+    ) -> std::result::Result<(), Reason>
+    where
+        Io: AsyncRead + AsyncWrite + Unpin,
+    {
+        if waits.is_empty() && acks.is_empty() {
+            return self.send_ack(sink, ack).await;
+        }
+        acks.push_back(Box::pin(async move {
+            let stored = futures::future::join_all(waits).await.into_iter().all(|ok| ok);
+            Ack { stored, ..ack }
+        }));
+        Ok(())
+    }
+
+    /// ROOST PATCH: sends a PUBACK (QoS 1) or PUBREC (QoS 2). One whose publish could not be
+    /// accepted after all closes the connection unacknowledged, as a refusing hook does.
+    #[inline]
+    async fn send_ack<Io>(&mut self, sink: &mut Sink<Io>, ack: Ack) -> std::result::Result<(), Reason>
+    where
+        Io: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Ack { packet_id, qos, pubres, inflight, stored } = ack;
+        if !stored {
+            if inflight {
+                self.in_inflight.remove(&packet_id);
+            }
+            return Err(Reason::from("the server could not accept a publish"));
+        }
+        if matches!(qos, QoS::AtLeastOnce) {
+            let res = sink.send_publish_ack(packet_id, pubres).await;
+            if inflight {
+                self.in_inflight.remove(&packet_id);
+            }
+            res?;
+        } else {
+            let res = sink.send_publish_received(packet_id, pubres).await;
+            if inflight && res.is_err() {
+                self.in_inflight.remove(&packet_id);
+            }
+            res?;
         }
         Ok(())
     }
