@@ -2,9 +2,8 @@
 //! two sinks, PostgreSQL and SQLite: the healthy SQLite sink keeps writing through the outage,
 //! and once PostgreSQL is back it holds all 50,000 rows, none twice.
 //!
-//! PostgreSQL "stops" by a proxy in front of it being switched off: new connections are refused
-//! and open ones cut, which is what Roost sees of a stopped server; stopping the shared server
-//! itself would break the other tests running next to this one. The outage lasts
+//! PostgreSQL is a server of the test's own (stopping the shared one would break the tests running
+//! next to this one), stopped with `pg_ctl stop` and started again. The outage lasts
 //! `ROOST_TEST_OUTAGE_SECS` seconds (default 60, as the issue asks); the publishers are paced so
 //! that they publish all through it.
 
@@ -15,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::durability::{check, pg_schema, pg_stored, sqlite_stored, two_sinks, wait_drained};
 use common::Roost;
-use roost_testkit::env_url;
-use roost_testkit::proxy::Proxy;
+use roost_testkit::postgres::Postgres;
 use roost_testkit::publisher::{Load, Publisher};
 use tokio::sync::watch;
 
@@ -33,10 +31,10 @@ fn outage() -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_away_for_a_minute_loses_nothing_and_does_not_stall_the_healthy_sink() {
-    let pg = env_url("ROOST_TEST_POSTGRES_URL");
+    let server = Postgres::plain();
+    let pg = server.url("");
     let schema = pg_schema(&pg, "outage").await;
-    let (mut proxy, via_proxy) = Proxy::postgres(&pg).await;
-    let config = two_sinks(&via_proxy, &schema);
+    let config = two_sinks(&pg, &schema);
     let dir = tempfile::tempdir().unwrap();
     let sqlite = dir.path().join("roost.db");
     let roost = Roost::start(dir.path(), Some(&config));
@@ -51,7 +49,7 @@ async fn postgres_away_for_a_minute_loses_nothing_and_does_not_stall_the_healthy
     while pg_stored(&pg, &schema, "env").await.rows() == 0 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    proxy.off().await;
+    server.stop();
     let started = Instant::now();
     let samples = (outage.as_secs() as u32 / 2).clamp(1, SAMPLES);
     let mut during = vec![sqlite_stored(&sqlite, "env").rows()];
@@ -61,11 +59,11 @@ async fn postgres_away_for_a_minute_loses_nothing_and_does_not_stall_the_healthy
     }
     tokio::time::sleep_until((started + outage).into()).await;
     let acked_in_outage = publisher.progress().acked.load(Relaxed);
-    let pg_in_outage = pg_stored(&pg, &schema, "env").await.rows();
-    proxy.on().await;
+    server.start_again();
+    let pg_after_outage = pg_stored(&pg, &schema, "env").await.rows();
     eprintln!(
         "outage of {outage:?}: sqlite rows read during it {during:?}; {acked_in_outage} acknowledged by its end; \
-         postgres held {pg_in_outage} rows"
+         postgres held {pg_after_outage} rows when it came back"
     );
 
     let outcome = publisher.finish(Duration::from_secs(240)).await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use roost_connectors::{Sink, SinkContext, SinkError};
 use roost_core::{FieldValue, Record};
-use roost_testkit::free_port;
+use roost_testkit::postgres::Postgres;
 use serde_json::json;
 
 fn run(cmd: &mut Command) {
@@ -16,77 +16,46 @@ fn run(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// A PostgreSQL server of the test's own, TLS only; stopped on drop.
+/// A PostgreSQL server of the test's own, TLS only, with its CA's certificate.
 struct TlsServer {
-    _dir: tempfile::TempDir,
-    bin: PathBuf,
-    data: PathBuf,
-    port: u16,
+    pg: Postgres,
     ca: PathBuf,
 }
 
 impl TlsServer {
     fn start() -> TlsServer {
-        let bin = PathBuf::from(
-            std::env::var("ROOST_TEST_POSTGRES_BIN").expect("ROOST_TEST_POSTGRES_BIN: run `make test`"),
+        let mut ca = PathBuf::new();
+        let pg = Postgres::start(
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            "-c ssl=on -c ssl_cert_file=../server.pem -c ssl_key_file=../server.key",
+            |root| {
+                ca = root.join("ca.pem");
+                make_pki(root)
+            },
         );
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let pki =
-            |args: &str| run(Command::new("sh").arg("-c").arg(format!("cd {} && {args}", root.display())));
-        pki("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem \
-             -days 2 -subj /CN=roost-test-ca 2>/dev/null");
-        pki("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr \
-             -subj /CN=localhost 2>/dev/null");
-        std::fs::write(
-            root.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        pki("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 \
-             -extfile server.ext 2>/dev/null");
-        let data = root.join("data");
-        run(Command::new("chown").arg("-R").arg("postgres").arg(root));
-        run(Command::new("chmod").arg("755").arg(root));
-        run(Command::new("chmod").arg("600").arg(root.join("server.key")));
-        let as_postgres = |program: &Path| {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(program);
-            c
-        };
-        run(as_postgres(&bin.join("initdb")).args(["--auth=trust", "-U", "postgres", "-D"]).arg(&data));
-        std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
-            .unwrap();
-        let port = free_port();
-        let options = format!(
-            "-p {port} -k {root} -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={root}/server.pem \
-             -c ssl_key_file={root}/server.key -c fsync=off",
-            root = root.display()
-        );
-        run(as_postgres(&bin.join("pg_ctl"))
-            .args(["-w", "-D"])
-            .arg(&data)
-            .args(["-l"])
-            .arg(root.join("log"))
-            .args(["-o", &options, "start"]));
-        TlsServer { ca: root.join("ca.pem"), _dir: dir, bin, data, port }
+        TlsServer { pg, ca }
     }
 
     fn url(&self, sslmode: &str) -> String {
-        format!("postgresql://postgres@127.0.0.1:{}/postgres?sslmode={sslmode}", self.port)
+        self.pg.url(&format!("sslmode={sslmode}"))
     }
 }
 
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .args(["-m", "immediate", "-D"])
-            .arg(&self.data)
-            .arg("stop")
-            .output();
-    }
+/// A throwaway CA and a server certificate for 127.0.0.1 and localhost it signed, in `root`.
+fn make_pki(root: &Path) {
+    let pki = |args: &str| run(Command::new("sh").arg("-c").arg(format!("cd {} && {args}", root.display())));
+    pki("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem \
+         -days 2 -subj /CN=roost-test-ca 2>/dev/null");
+    pki("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr \
+         -subj /CN=localhost 2>/dev/null");
+    std::fs::write(
+        root.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    pki("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 \
+         -extfile server.ext 2>/dev/null");
+    pki("chmod 600 server.key");
 }
 
 fn batch() -> Arc<Vec<Record>> {

@@ -3,7 +3,8 @@
 //! ([`unique`]), free ports ([`free_port`]), a real `roost serve` on free ports ([`Roost`],
 //! started through [`Launch`]), the example processors built from `plugins-wasm/`
 //! ([`examples`]), reading back what InfluxDB and VictoriaMetrics hold ([`influxdb`],
-//! [`victoria`]), and for the fault tests a QoS 1 publisher that records every PUBACK
+//! [`victoria`]), a PostgreSQL server of a test's own that it can stop and start
+//! ([`postgres`]), and for the fault tests a QoS 1 publisher that records every PUBACK
 //! ([`publisher`]) and a database proxy that can be switched off ([`proxy`]).
 //!
 //! A dev-dependency only, and it never depends on the broker crate: a caller passes the binary
@@ -11,6 +12,7 @@
 
 pub mod examples;
 pub mod influxdb;
+pub mod postgres;
 pub mod proxy;
 pub mod publisher;
 mod roost;
