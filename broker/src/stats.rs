@@ -152,12 +152,14 @@ impl SinkStats {
         }
     }
 
-    /// Records handed to the sink and not yet written, rejected or given up on.
+    /// Records handed to the sink and not yet written, rejected, given up on or dropped from a
+    /// full spool.
     pub fn backlog(&self) -> u64 {
         let done = self.records_written.load(Relaxed)
             + self.records_rejected.load(Relaxed)
             + self.records_failed.load(Relaxed)
-            + self.records_already_stored.load(Relaxed);
+            + self.records_already_stored.load(Relaxed)
+            + self.spool.stats().dropped_weight_total;
         self.records_in.load(Relaxed).saturating_sub(done)
     }
 
@@ -262,8 +264,9 @@ pub struct SpoolStatus {
     pub oldest_age_ms: Option<u64>,
     /// Whether appends wait for space (policy `block`).
     pub full: bool,
-    /// Entries dropped unwritten while full (policy `drop-oldest`).
+    /// Entries dropped unwritten while full (policy `drop-oldest`), and the records they held.
     pub dropped_total: u64,
+    pub dropped_records_total: u64,
     /// Entries lost to damage (found while reading), and bytes found damaged on open.
     pub damaged_total: u64,
     pub damaged_bytes_on_open: u64,
@@ -282,6 +285,7 @@ impl SpoolStatus {
             oldest_age_ms: now.oldest_age.map(|d| d.as_millis() as u64),
             full: now.full,
             dropped_total: now.dropped_total,
+            dropped_records_total: now.dropped_weight_total,
             damaged_total: now.damaged_total,
             damaged_bytes_on_open: s.recovery.damaged_bytes,
             undecodable_total: s.spool_undecodable.load(Relaxed),
@@ -380,7 +384,7 @@ const PIPELINE_METRICS: [Metric<PipelineStats>; 3] = [
 ];
 
 #[rustfmt::skip]
-const SINK_METRICS: [Metric<SinkStats>; 13] = [
+const SINK_METRICS: [Metric<SinkStats>; 14] = [
     Metric::counter("roost_sink_records_written_total", "Records a sink wrote.", |s| load(&s.records_written)),
     Metric::counter("roost_sink_batches_total", "Batches a sink wrote.", |s| load(&s.batches)),
     Metric::counter("roost_sink_records_rejected_total", "Records a database refused for good.", |s| load(&s.records_rejected)),
@@ -393,6 +397,7 @@ const SINK_METRICS: [Metric<SinkStats>; 13] = [
     Metric::gauge("roost_sink_spool_oldest_age_seconds", "Age of the oldest spool entry not yet written.", |s| s.spool.stats().oldest_age.map_or(0.0, |d| d.as_secs_f64())),
     Metric::gauge("roost_sink_spool_full", "1 while appends to a sink's spool wait for space.", |s| f64::from(u8::from(s.spool.stats().full))),
     Metric::counter("roost_sink_spool_dropped_total", "Spool entries dropped unwritten while full (drop-oldest).", |s| s.spool.stats().dropped_total as f64),
+    Metric::counter("roost_sink_spool_dropped_records_total", "Records in the spool entries dropped unwritten while full (drop-oldest).", |s| s.spool.stats().dropped_weight_total as f64),
     Metric::counter("roost_sink_spool_damaged_total", "Spool entries lost to damage on disk, or unreadable.", |s| s.spool.stats().damaged_total as f64 + load(&s.spool_undecodable)),
 ];
 

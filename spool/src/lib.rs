@@ -55,7 +55,8 @@ pub enum FsyncPolicy {
 pub enum FullPolicy {
     /// Wait for the consumer to free space: backpressure reaches the publishers.
     Block,
-    /// Delete the oldest segment, counting its unconsumed entries as dropped.
+    /// Delete the oldest segment, counting its unread entries as dropped (entries the consumer
+    /// has read and not yet acknowledged are still consumed: it has them).
     DropOldest,
 }
 
@@ -70,6 +71,10 @@ pub struct SpoolConfig {
     pub fsync: FsyncPolicy,
     /// The most bytes of appends waiting for the writer, in memory; more appends wait.
     pub max_pending_bytes: usize,
+    /// What an entry weighs (the records it holds, say), for [`SpoolStats::dropped_weight_total`]:
+    /// a segment dropped by [`FullPolicy::DropOldest`] is read back and its unconsumed entries
+    /// weighed before it is deleted. `None`: not weighed.
+    pub weigh: Option<fn(&[u8]) -> u64>,
 }
 
 impl Default for SpoolConfig {
@@ -80,6 +85,7 @@ impl Default for SpoolConfig {
             full: FullPolicy::Block,
             fsync: FsyncPolicy::Always,
             max_pending_bytes: 32 << 20,
+            weigh: None,
         }
     }
 }
@@ -122,6 +128,8 @@ pub struct SpoolStats {
     pub commits_total: u64,
     /// Entries deleted unconsumed by [`FullPolicy::DropOldest`].
     pub dropped_total: u64,
+    /// What those entries weighed ([`SpoolConfig::weigh`]; 0 without it).
+    pub dropped_weight_total: u64,
     /// Entries lost to damage found on open or while reading.
     pub damaged_total: u64,
     /// Failed writes or syncs (each retried).
@@ -142,6 +150,7 @@ struct Shared {
     appended: AtomicU64,
     commits: AtomicU64,
     dropped: AtomicU64,
+    dropped_weight: AtomicU64,
     damaged: AtomicU64,
     write_errors: AtomicU64,
 }
@@ -151,6 +160,9 @@ struct State {
     segments: VecDeque<Segment>,
     /// Every entry below this is consumed.
     acked: u64,
+    /// Every entry below this has been read (and is being consumed): a full spool under
+    /// [`FullPolicy::DropOldest`] does not count those as dropped.
+    read: u64,
     cursor: Cursor,
     /// Bytes of all segments.
     bytes: u64,
@@ -260,6 +272,7 @@ impl Spool {
             state: Mutex::new(State {
                 segments: segs,
                 acked,
+                read: acked,
                 cursor,
                 bytes,
                 marks,
@@ -272,6 +285,7 @@ impl Spool {
             appended: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            dropped_weight: AtomicU64::new(0),
             damaged: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             config: config.clone(),
@@ -348,6 +362,7 @@ fn stats(shared: &Shared) -> SpoolStats {
         appended_total: shared.appended.load(Relaxed),
         commits_total: shared.commits.load(Relaxed),
         dropped_total: shared.dropped.load(Relaxed),
+        dropped_weight_total: shared.dropped_weight.load(Relaxed),
         damaged_total: shared.damaged.load(Relaxed),
         write_errors_total: shared.write_errors.load(Relaxed),
         full: st.full,

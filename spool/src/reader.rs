@@ -162,6 +162,8 @@ impl Reader {
             // of the segment whole next time.
             whole = at == 0;
         }
+        let mut st = self.shared.lock();
+        st.read = st.read.max(self.next);
         Ok(out)
     }
 

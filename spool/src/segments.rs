@@ -117,12 +117,18 @@ pub struct Walk {
 
 /// Walks the frames of a segment whose first entry is `first_seq`, skipping damage.
 pub fn walk(buf: &[u8], first_seq: u64) -> Walk {
+    walk_entries(buf, first_seq, |_, _| {})
+}
+
+/// [`walk`], handing each good entry's sequence number and payload to `visit`.
+pub fn walk_entries(buf: &[u8], first_seq: u64, mut visit: impl FnMut(u64, &[u8])) -> Walk {
     let mut w = Walk { next_seq: first_seq, ..Walk::default() };
     let mut pos = 0;
     while pos < buf.len() {
         match frame::decode(buf, pos) {
             Decoded::Frame(f) => {
                 w.first_ms.get_or_insert(f.appended_ms);
+                visit(f.seq, &buf[f.payload.clone()]);
                 w.lost_entries += f.seq.saturating_sub(w.next_seq);
                 w.next_seq = w.next_seq.max(f.seq + 1);
                 pos = f.end;

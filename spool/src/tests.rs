@@ -162,6 +162,9 @@ async fn drop_oldest_deletes_and_counts_unread_entries() {
     assert!(stats.dropped_total > 0);
     let got = read_all(&mut reader);
     assert_eq!(got.len() as u64 + stats.dropped_total, 1000, "every entry is read or counted as dropped");
+    let kept: u64 = got.iter().map(|e| weight(&e.data)).sum();
+    let all: u64 = entries(0..1000).iter().map(|e| weight(e)).sum();
+    assert_eq!(stats.dropped_weight_total, all - kept, "the dropped entries are weighed");
     assert_eq!(got.last().unwrap().seq, 999);
     let seqs: Vec<u64> = got.iter().map(|e| e.seq).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "what is kept is the newest, without gaps");
@@ -175,11 +178,38 @@ async fn drop_oldest_deletes_and_counts_unread_entries() {
     assert_eq!(spool.stats().damaged_total, 0);
 }
 
+#[tokio::test]
+async fn entries_the_reader_holds_are_not_counted_as_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut reader, _) = Spool::open(dir.path(), cfg_drop()).unwrap();
+    spool.append(entries(0..100)).await.unwrap();
+    // Read, not yet acknowledged (a sink writing them while the spool fills behind it).
+    let mut got = reader.read(60, 1 << 20).unwrap();
+    assert_eq!(got.len(), 60);
+    for i in 1..10 {
+        spool.append(entries(i * 100..(i + 1) * 100)).await.unwrap();
+    }
+    let stats = spool.stats();
+    assert!(stats.dropped_total > 0);
+    got.extend(read_all(&mut reader));
+    assert_eq!(got.len() as u64 + stats.dropped_total, 1000, "held entries are not also counted dropped");
+    let kept: u64 = got.iter().map(|e| weight(&e.data)).sum();
+    let all: u64 = entries(0..1000).iter().map(|e| weight(e)).sum();
+    assert_eq!(stats.dropped_weight_total, all - kept);
+}
+
+/// What a test entry weighs: 1 to 7, from its number.
+fn weight(entry: &[u8]) -> u64 {
+    let n: u64 = std::str::from_utf8(&entry[6..]).unwrap().parse().unwrap();
+    n % 7 + 1
+}
+
 fn cfg_drop() -> SpoolConfig {
     SpoolConfig {
         max_bytes: 8192,
         segment_bytes: 2048,
         full: FullPolicy::DropOldest,
+        weigh: Some(weight),
         ..SpoolConfig::default()
     }
 }

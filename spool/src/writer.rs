@@ -149,7 +149,9 @@ impl Writer {
                         st = self.shared.lock();
                     }
                     let oldest = st.segments.pop_front().expect("a segment before the active one");
-                    let dropped = oldest.next_seq.saturating_sub(st.acked.max(oldest.first_seq));
+                    // Entries the reader holds are written (or dead-lettered) all the same.
+                    let from = st.acked.max(st.read).max(oldest.first_seq);
+                    let dropped = oldest.next_seq.saturating_sub(from);
                     st.bytes -= oldest.len;
                     st.acked = st.acked.max(oldest.next_seq);
                     let acked = st.acked;
@@ -158,6 +160,10 @@ impl Writer {
                     }
                     st.delete_consumed();
                     self.shared.dropped.fetch_add(dropped, Relaxed);
+                    if let Some(weigh) = self.shared.config.weigh {
+                        let weight = weigh_from(&oldest.path, oldest.first_seq, from, weigh);
+                        self.shared.dropped_weight.fetch_add(weight, Relaxed);
+                    }
                     if let Err(e) = std::fs::remove_file(&oldest.path) {
                         warn!(segment = %oldest.path.display(), error = %e, "cannot delete a dropped spool segment");
                     }
@@ -291,4 +297,23 @@ impl Writer {
             }
         }
     }
+}
+
+/// What the entries of the segment at `path` (its first entry `first_seq`) from `from` on weigh;
+/// 0 if it cannot be read (the drop is counted in entries all the same).
+fn weigh_from(path: &std::path::Path, first_seq: u64, from: u64, weigh: fn(&[u8]) -> u64) -> u64 {
+    let buf = match std::fs::read(path) {
+        Ok(buf) => buf,
+        Err(e) => {
+            warn!(segment = %path.display(), error = %e, "cannot read a dropped spool segment to count its records");
+            return 0;
+        }
+    };
+    let mut weight = 0;
+    segments::walk_entries(&buf, first_seq, |seq, payload| {
+        if seq >= from {
+            weight += weigh(payload);
+        }
+    });
+    weight
 }

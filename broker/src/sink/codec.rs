@@ -68,6 +68,15 @@ fn put_record(out: &mut Vec<u8>, r: &Record) {
     }
 }
 
+/// How many records a spool entry holds (0 for one that cannot be read), without decoding them.
+pub fn record_count(data: &[u8]) -> u64 {
+    let mut r = Bytes(data);
+    match r.take(1) {
+        Ok([VERSION]) => r.len().map_or(0, |n| n as u64),
+        _ => 0,
+    }
+}
+
 /// Reads a spool entry back into its records.
 pub fn decode(data: &[u8]) -> Result<Vec<Record>, DecodeError> {
     let mut r = Bytes(data);

@@ -86,6 +86,7 @@ impl SpoolSettings {
                 Fsync::Interval => FsyncPolicy::Interval(Duration::from_millis(self.fsync_interval_ms)),
                 Fsync::Never => FsyncPolicy::Never,
             },
+            weigh: Some(super::codec::record_count),
             ..SpoolConfig::default()
         }
     }
