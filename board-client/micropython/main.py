@@ -22,6 +22,8 @@ roost_board.run({
     "port": 1883,
     "root": "/",                 # every path Roost names is inside this directory
     # "username": "esp8266-008", "password": "...",  # when the listener requires credentials
+    # TLS (ESP32, RP2; not ESP8266): port 8883 and DER files from `roost tls init` / `roost tls device`
+    # "ca": "/ca.der", "cert": "/esp32-001.der", "key": "/esp32-001.key.der",
     # "keepalive": 30,           # seconds
     # "max_payload": 4096,       # the largest command message; Roost sizes upload chunks to fit
     # "max_upload_bytes": 200000,

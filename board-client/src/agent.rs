@@ -15,7 +15,9 @@ use std::time::Duration;
 use roost_core::board::{
     self, BoardState, FsAction, Op, Outcome, Reply, ReplyBody, Request, Status, Stream, PROTOCOL_VERSION,
 };
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
+};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::io::AsyncReadExt;
@@ -23,6 +25,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::files::{ChunkOutcome, FileError, Root};
+use crate::tls::{tls_config, AgentTls, TlsError};
 
 /// The agent's settings.
 #[derive(Debug, Clone)]
@@ -46,6 +49,8 @@ pub struct AgentConfig {
     pub state_file: Option<PathBuf>,
     /// What `status` says the board runs on.
     pub platform: String,
+    /// Connect over TLS.
+    pub tls: Option<AgentTls>,
 }
 
 impl AgentConfig {
@@ -64,6 +69,7 @@ impl AgentConfig {
             keep_alive: Duration::from_secs(10),
             state_file: None,
             platform: format!("linux-{}", std::env::consts::ARCH),
+            tls: None,
         }
     }
 }
@@ -76,6 +82,8 @@ pub enum AgentError {
     Name(#[from] board::ProtocolError),
     #[error("interpreter is empty")]
     NoInterpreter,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Why [`run`] returned.
@@ -123,10 +131,11 @@ pub async fn run(
     }
     let mut name = effective_name(&cfg);
     board::validate_board_name(&name)?;
+    let tls = cfg.tls.as_ref().map(tls_config).transpose()?;
     let cfg = Arc::new(cfg);
     tokio::pin!(shutdown);
     loop {
-        match connection(&cfg, &root, &name, shutdown.as_mut()).await {
+        match connection(&cfg, tls.as_ref(), &root, &name, shutdown.as_mut()).await {
             Ended::Renamed(new) => {
                 info!(old = %name, new = %new, "renamed; reconnecting under the new name");
                 name = new;
@@ -158,6 +167,7 @@ fn status(cfg: &AgentConfig, root: &Root, state: BoardState) -> Status {
 /// One MQTT identity (one name) until it is renamed, reset or stopped; reconnects inside.
 async fn connection(
     cfg: &Arc<AgentConfig>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     root: &Root,
     name: &str,
     mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
@@ -173,6 +183,9 @@ async fn connection(
     opts.set_last_will(LastWill::new(&status_topic, offline.to_json(), QoS::AtLeastOnce, true));
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
         opts.set_credentials(u, p);
+    }
+    if let Some(tls) = tls {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
     // Small replies go out at once (no Nagle delay): each upload chunk waits for one.

@@ -11,5 +11,7 @@
 
 pub mod agent;
 pub mod files;
+pub mod tls;
 
 pub use agent::{run, AgentConfig, AgentError, Exit};
+pub use tls::AgentTls;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use roost_board::{AgentConfig, Exit};
+use roost_board::{AgentConfig, AgentTls, Exit};
 use tracing_subscriber::EnvFilter;
 
 /// The exit status after a reset with `--reset-exits` (EX_TEMPFAIL: "try again").
@@ -46,6 +46,17 @@ struct Args {
     /// MQTT password.
     #[arg(long, env = "ROOST_BOARD_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// Connect over TLS, trusting the CA in this PEM file (`roost tls init` writes ca.pem);
+    /// --server then names Roost's TLS listener (`mqtt.tls.listen`).
+    #[arg(long, env = "ROOST_BOARD_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// With --ca-file: the board's certificate (PEM), for a listener that asks for client
+    /// certificates (its common name is the board's name; `roost tls device NAME`).
+    #[arg(long, env = "ROOST_BOARD_CERT_FILE", requires = "key_file", requires = "ca_file")]
+    cert_file: Option<PathBuf>,
+    /// The board certificate's private key (PEM).
+    #[arg(long, env = "ROOST_BOARD_KEY_FILE", requires = "cert_file")]
+    key_file: Option<PathBuf>,
     /// MQTT keepalive, in seconds.
     #[arg(long, env = "ROOST_BOARD_KEEPALIVE", default_value_t = 10)]
     keepalive: u64,
@@ -90,6 +101,10 @@ fn run() -> Result<Option<u8>> {
     cfg.password = args.password.clone();
     cfg.keep_alive = Duration::from_secs(args.keepalive.max(1));
     cfg.state_file = args.state_file.clone();
+    cfg.tls = args
+        .ca_file
+        .clone()
+        .map(|ca| AgentTls { ca, client: args.cert_file.clone().zip(args.key_file.clone()) });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let exit = runtime.block_on(roost_board::run(cfg, stop_signal()))?;
     drop(runtime);

@@ -80,6 +80,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::devices::cli::DeviceCommand,
     },
+    /// Certificates for TLS: a private CA and server certificate, device certificates.
+    Tls {
+        #[command(subcommand)]
+        command: crate::tls::TlsCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +148,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let settings = cli.settings(Overrides::default())?;
             crate::devices::cli::run(command, &settings)
         }
+        Command::Tls { command } => crate::tls::run(command),
     }
 }
 

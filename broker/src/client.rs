@@ -1,8 +1,8 @@
 //! The admin API client that the CLI's client commands share. It finds the running server
 //! through the data directory (the address in `runtime.json`, else `api.listen`, and the token
-//! in `admin.token`) and turns the API's JSON errors into readable ones.
+//! in `admin.token`), speaks HTTPS when the API does (trusting `api.tls.ca` besides the public
+//! roots), and turns the API's JSON errors into readable ones.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -12,6 +12,16 @@ use serde_json::Value;
 
 use crate::config::Settings;
 use crate::datadir;
+
+/// Where to reach a server listening on `addr`: an unspecified address (`0.0.0.0`, `[::]`)
+/// is reached on loopback, the name a server certificate made by `roost tls init` holds.
+fn reachable(addr: &str) -> String {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() && a.is_ipv4() => format!("127.0.0.1:{}", a.port()),
+        Ok(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
+        _ => addr.to_owned(),
+    }
+}
 
 /// A client of one server's admin API.
 pub struct ApiClient {
@@ -23,15 +33,22 @@ pub struct ApiClient {
 impl ApiClient {
     /// The client for the server running on `settings.data_dir`.
     pub fn for_settings(settings: &Settings) -> Result<ApiClient> {
-        Self::for_data_dir(&settings.data_dir, &settings.api.listen.to_string())
-    }
-
-    pub fn for_data_dir(data_dir: &Path, default_api: &str) -> Result<ApiClient> {
+        let data_dir = &settings.data_dir;
         let token = datadir::read_token(data_dir)?;
-        let api = datadir::read_runtime(data_dir).map(|r| r.api).unwrap_or_else(|| default_api.to_owned());
+        let (api, tls) = match datadir::read_runtime(data_dir) {
+            Some(r) => (r.api, r.api_tls),
+            None => (settings.api.listen.to_string(), settings.api.tls.is_some()),
+        };
         // No whole-request timeout: an upload to many boards can take long. Connecting must not.
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
-        Ok(ApiClient { base: format!("http://{api}"), token, http })
+        let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        if let Some(ca) = settings.api.tls.as_ref().and_then(|t| t.ca.as_ref()) {
+            let pem = std::fs::read(ca).with_context(|| format!("reading api.tls.ca {}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("api.tls.ca {} is not a PEM certificate", ca.display()))?;
+            http = http.add_root_certificate(cert);
+        }
+        let base = format!("{}://{}", if tls { "https" } else { "http" }, reachable(&api));
+        Ok(ApiClient { base, token, http: http.build()? })
     }
 
     /// `METHOD url?query` with the token; reqwest percent-encodes the query.

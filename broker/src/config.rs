@@ -173,12 +173,36 @@ pub struct MqttSettings {
     /// How a device's client id must relate to its name: `exact` or `prefix` (`name:...`).
     #[serde(default)]
     pub client_id_rule: crate::devices::rules::ClientIdRule,
+    /// `[mqtt.tls]`: a second listener, MQTT over TLS.
+    #[serde(default)]
+    pub tls: Option<MqttTlsSettings>,
+}
+
+/// `[mqtt.tls]`: MQTT over TLS, next to the plain listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsSettings {
+    pub listen: SocketAddr,
+    /// PEM files: the server's certificate (chain) and its private key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// PEM file of the CA that signs device certificates. Set: every client must show one, and
+    /// its common name is the (registered) device it connects as.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 impl MqttSettings {
     /// Whether clients without credentials may connect, after applying the loopback default.
     pub fn anonymous_allowed(&self) -> bool {
         self.allow_anonymous.unwrap_or_else(|| self.listen.ip().is_loopback())
+    }
+
+    /// The same for the TLS listener (never, where it asks for client certificates).
+    pub fn tls_anonymous_allowed(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| {
+            t.client_ca.is_none() && self.allow_anonymous.unwrap_or_else(|| t.listen.ip().is_loopback())
+        })
     }
 }
 
@@ -187,6 +211,22 @@ impl MqttSettings {
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
     pub listen: SocketAddr,
+    /// `[api.tls]`: serve HTTPS instead of HTTP.
+    #[serde(default)]
+    pub tls: Option<ApiTlsSettings>,
+}
+
+/// `[api.tls]`: the admin API over HTTPS.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTlsSettings {
+    /// PEM files: the server's certificate (chain) and its private key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// PEM file of the CA that signed `cert`, which the `roost` commands trust when they call
+    /// the API (not needed for a certificate from a public CA).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
 }
 
 /// One `[[pipelines]]` entry: which topics go through which processing into which sinks.

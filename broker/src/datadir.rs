@@ -24,6 +24,12 @@ pub struct Runtime {
     pub pid: u32,
     pub mqtt: String,
     pub api: String,
+    /// Whether the API speaks HTTPS.
+    #[serde(default)]
+    pub api_tls: bool,
+    /// The MQTT-over-TLS listener, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtts: Option<String>,
 }
 
 /// Makes the data directory private: creates it (0700) if needed, sets the process umask so

@@ -39,3 +39,4 @@ pub mod ratelimit;
 pub mod server;
 pub mod sink;
 pub mod stats;
+pub mod tls;

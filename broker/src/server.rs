@@ -28,7 +28,7 @@ use crate::deadletter::DeadLetters;
 use crate::devices::api::DevicesApi;
 use crate::devices::Devices;
 use crate::ingest::Ingest;
-use crate::mqtt::{Broker, ListenerConfig};
+use crate::mqtt::{Broker, ListenerConfig, TlsListenerConfig};
 use crate::pipeline::{PipelineActor, Stage};
 use crate::processors::api::ProcessorsApi;
 use crate::processors::Processors;
@@ -148,7 +148,14 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
             Arc::new(DevicesApi(devices.clone())),
         ],
     });
-    let (api_addr, api) = api::start(settings.api.listen, state.clone())
+    let api_tls = match &settings.api.tls {
+        None => None,
+        Some(t) => Some(
+            crate::tls::server_config(&t.cert, &t.key)
+                .context("cannot set up HTTPS (settings api.tls.cert and api.tls.key)")?,
+        ),
+    };
+    let (api_addr, api) = api::start(settings.api.listen, api_tls, state.clone())
         .map_err(|e| anyhow!("cannot listen on {} (setting api.listen): {e}", settings.api.listen))?;
     info!(addr = %api_addr, "admin api listening");
 
@@ -165,6 +172,13 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
             max_inflight: settings.mqtt.max_inflight,
             max_connections: settings.mqtt.max_connections,
             client_id_rule: settings.mqtt.client_id_rule,
+            tls: settings.mqtt.tls.as_ref().map(|t| TlsListenerConfig {
+                listen: t.listen,
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+                client_ca: t.client_ca.clone(),
+                allow_anonymous: settings.mqtt.tls_anonymous_allowed(),
+            }),
         },
         ingest,
         stats.clone(),
@@ -179,6 +193,8 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
             pid: std::process::id(),
             mqtt: broker.local_addr().to_string(),
             api: api_addr.to_string(),
+            api_tls: settings.api.tls.is_some(),
+            mqtts: broker.tls_addr().map(|a| a.to_string()),
         },
     )?;
     info!(mqtt = %broker.local_addr(), api = %api_addr, data_dir = %data_dir.display(), "roost ready");

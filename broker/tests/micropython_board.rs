@@ -36,11 +36,16 @@ struct MpyBoard {
 
 impl MpyBoard {
     fn start(roost: &Roost, name: &str, root: &Path) -> MpyBoard {
+        MpyBoard::start_with(name, root, &[("ROOST_BOARD_SERVER", &roost.mqtt.to_string())])
+    }
+
+    /// A client whose server (and any other setting) is in the variables `env`.
+    fn start_with(name: &str, root: &Path, env: &[(&str, &str)]) -> MpyBoard {
         let log = root.with_extension("log");
         let child = Command::new(micropython())
             .arg(client_dir().join("roost_board.py"))
             .env("ROOST_BOARD_NAME", name)
-            .env("ROOST_BOARD_SERVER", roost.mqtt.to_string())
+            .envs(env.iter().copied())
             .env("ROOST_BOARD_ROOT", root)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
@@ -176,6 +181,55 @@ async fn micropython_client_is_listed_and_executes_python() {
     assert_eq!(board.wait_exit().code(), Some(75), "{}", board.log_text());
     wait_board(&roost, &board, "mpy-1", "offline").await;
     assert!(roost.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn micropython_client_connects_over_tls_with_its_certificate() {
+    let data = tempfile::tempdir().unwrap();
+    let boards = tempfile::tempdir().unwrap();
+    let pki = boards.path().join("pki");
+    for args in [&["tls", "init", "--san", "127.0.0.1"][..], &["tls", "device", "mpy-tls"]] {
+        let out = Command::new(common::ROOST).args(args).arg("--dir").arg(&pki).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let file = |p: &str| pki.join(p).to_str().unwrap().to_owned();
+    let config = format!(
+        "[mqtt.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+        file("server.pem"),
+        file("server.key"),
+        file("ca.pem")
+    );
+    let roost = Roost::start(data.path(), Some(&config));
+    let (ok, _, err) = roost.cli(&["device", "add", "mpy-tls"]);
+    assert!(ok, "{err}");
+    let rt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.path().join("runtime.json")).unwrap()).unwrap();
+    let server = rt["mqtts"].as_str().unwrap().to_owned();
+    let env = [
+        ("ROOST_BOARD_SERVER", server.as_str()),
+        ("ROOST_BOARD_CA_FILE", &file("ca.der")),
+        ("ROOST_BOARD_CERT_FILE", &file("devices/mpy-tls.der")),
+        ("ROOST_BOARD_KEY_FILE", &file("devices/mpy-tls.key.der")),
+    ];
+    let board = MpyBoard::start_with("mpy-tls", &boards.path().join("mpy-tls"), &env);
+    wait_board(&roost, &board, "mpy-tls", "idle").await;
+    let out = cli(&roost, &["exec", "mpy-tls"], "print('over', 'tls')\n").await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}\n{}", board.log_text());
+    assert_eq!(body(&stdout, "mpy-tls"), "over tls\n");
+
+    // Without the CA the client refuses the server it cannot verify, and never comes online.
+    let strange = boards.path().join("other");
+    let out = Command::new(common::ROOST).args(["tls", "init", "--dir"]).arg(&strange).output().unwrap();
+    assert!(out.status.success());
+    let other_ca = strange.join("ca.der").to_str().unwrap().to_owned();
+    let env = [env[0], ("ROOST_BOARD_CA_FILE", other_ca.as_str()), env[2], env[3]];
+    let stranger = MpyBoard::start_with("mpy-tls2", &boards.path().join("mpy-tls2"), &env);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let list = api_get(&roost, "/boards").await;
+    assert!(!list.to_string().contains("mpy-tls2"), "{list:#}\n{}", stranger.log_text());
+    let log = stranger.log_text();
+    assert!(log.contains("TLS: The certificate is not correctly signed"), "it says why, and retries: {log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,7 +66,12 @@ pub struct ApiState {
 }
 
 /// Starts the API server on `listen`; returns the bound address and a handle to stop it.
-pub fn start(listen: SocketAddr, state: Arc<ApiState>) -> std::io::Result<(SocketAddr, ServerHandle)> {
+/// Serves the API on `listen`, over TLS with `tls`.
+pub fn start(
+    listen: SocketAddr,
+    tls: Option<rustls::ServerConfig>,
+    state: Arc<ApiState>,
+) -> std::io::Result<(SocketAddr, ServerHandle)> {
     let data = web::Data::from(state.clone());
     let server = HttpServer::new(move || {
         let features = data.features.clone();
@@ -85,8 +90,11 @@ pub fn start(listen: SocketAddr, state: Arc<ApiState>) -> std::io::Result<(Socke
     })
     .workers(1)
     .disable_signals()
-    .shutdown_timeout(5)
-    .bind(listen)?;
+    .shutdown_timeout(5);
+    let server = match tls {
+        None => server.bind(listen)?,
+        Some(tls) => server.bind_rustls_0_23(listen, tls)?,
+    };
     let addr = server.addrs().first().copied().unwrap_or(listen);
     let _ = state.api_addr.set(addr);
     let server = server.run();

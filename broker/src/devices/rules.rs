@@ -1,6 +1,9 @@
 //! Who may connect as whom, and what an authenticated device may publish: pure rules, applied
 //! by the broker's hooks (`mqtt/hooks.rs`).
 //!
+//! - A client with a verified certificate (a TLS listener with `client_ca`) is the device its
+//!   certificate's common name names, which must be registered; no secret is asked, and the
+//!   client id follows the same rule as below.
 //! - A client that gives a username naming a registered device must give that device's secret,
 //!   and its client id must be the device's name (rule `exact`) or `<name>:<anything>` (rule
 //!   `prefix`; `:` cannot appear in a device name, so one device's client ids never look like
@@ -30,6 +33,8 @@ pub struct Connect<'a> {
     pub client_id: &'a str,
     pub username: Option<&'a str>,
     pub has_password: bool,
+    /// The common name of the client certificate the TLS listener verified ("" if it has none).
+    pub certificate: Option<&'a str>,
 }
 
 /// What to do with a CONNECT.
@@ -37,6 +42,8 @@ pub struct Connect<'a> {
 pub enum Verdict<'a> {
     /// Check the password against this device's secret.
     Verify(&'a str),
+    /// Let in as this device: its certificate says so.
+    Certified(&'a str),
     /// Let in as an anonymous client.
     Anonymous,
     /// Refuse: a bad username or password (CONNACK 0x04 / 0x86).
@@ -57,21 +64,20 @@ pub fn check_connect<'a>(
     anonymous_allowed: bool,
     registered: impl Fn(&str) -> bool,
 ) -> Verdict<'a> {
+    if let Some(name) = c.certificate {
+        if !registered(name) {
+            return Verdict::NotAuthorized(
+                "the client certificate's common name is no registered device (add it with `roost device add`)",
+            );
+        }
+        return check_client_id(c.client_id, name, rule)
+            .map_or_else(Verdict::NotAuthorized, Verdict::Certified);
+    }
     if let Some(name) = c.username.filter(|u| registered(u)) {
         if !c.has_password {
             return Verdict::BadCredentials("a registered device must give its secret as the password");
         }
-        let id_ok = match rule {
-            ClientIdRule::Exact => c.client_id == name,
-            ClientIdRule::Prefix => client_id_owner(c.client_id) == name,
-        };
-        if !id_ok {
-            return Verdict::NotAuthorized(match rule {
-                ClientIdRule::Exact => "the client id must be the device name",
-                ClientIdRule::Prefix => "the client id must be the device name or start with it and ':'",
-            });
-        }
-        return Verdict::Verify(name);
+        return check_client_id(c.client_id, name, rule).map_or_else(Verdict::NotAuthorized, Verdict::Verify);
     }
     if !anonymous_allowed {
         return Verdict::NotAuthorized(if c.username.is_some() {
@@ -86,6 +92,21 @@ pub fn check_connect<'a>(
         );
     }
     Verdict::Anonymous
+}
+
+/// `name` if `client_id` is one device `name` may use under `rule`.
+fn check_client_id<'a>(client_id: &str, name: &'a str, rule: ClientIdRule) -> Result<&'a str, &'static str> {
+    let ok = match rule {
+        ClientIdRule::Exact => client_id == name,
+        ClientIdRule::Prefix => client_id_owner(client_id) == name,
+    };
+    match (ok, rule) {
+        (true, _) => Ok(name),
+        (false, ClientIdRule::Exact) => Err("the client id must be the device name"),
+        (false, ClientIdRule::Prefix) => {
+            Err("the client id must be the device name or start with it and ':'")
+        }
+    }
 }
 
 /// What an authenticated device may publish outside the board topics.
@@ -103,7 +124,29 @@ mod tests {
     use super::*;
 
     fn connect<'a>(client_id: &'a str, username: Option<&'a str>, has_password: bool) -> Connect<'a> {
-        Connect { client_id, username, has_password }
+        Connect { client_id, username, has_password, certificate: None }
+    }
+
+    #[test]
+    fn a_certificate_names_a_registered_device_and_its_client_id() {
+        let cert = |client_id, cn, rule| {
+            let c = Connect { client_id, username: None, has_password: false, certificate: Some(cn) };
+            check_connect(c, rule, false, registered)
+        };
+        assert_eq!(cert("sensor-1", "sensor-1", ClientIdRule::Exact), Verdict::Certified("sensor-1"));
+        assert_eq!(cert("sensor-1:b", "sensor-1", ClientIdRule::Prefix), Verdict::Certified("sensor-1"));
+        assert!(matches!(cert("sensor-2", "sensor-1", ClientIdRule::Exact), Verdict::NotAuthorized(_)));
+        // A certificate for a device that is not (or no longer) registered, or without a name.
+        assert!(matches!(cert("sensor-9", "sensor-9", ClientIdRule::Exact), Verdict::NotAuthorized(_)));
+        assert!(matches!(cert("x", "", ClientIdRule::Exact), Verdict::NotAuthorized(_)));
+        // The certificate decides, whatever username and password come with it.
+        let c = Connect {
+            client_id: "sensor-1",
+            username: Some("sensor-2"),
+            has_password: true,
+            certificate: Some("sensor-1"),
+        };
+        assert_eq!(check_connect(c, ClientIdRule::Exact, false, registered), Verdict::Certified("sensor-1"));
     }
 
     fn registered(name: &str) -> bool {

@@ -31,6 +31,9 @@ pub(super) struct HookState {
     pub devices: Arc<Devices>,
     /// Whether the listener lets clients in without credentials.
     pub anonymous_allowed: bool,
+    /// The same for the TLS listener, and rmqtt's id of it.
+    pub tls_anonymous_allowed: bool,
+    pub tls_listener: u16,
     pub client_id_rule: ClientIdRule,
 }
 
@@ -40,8 +43,14 @@ impl HookState {
         let client_id: &str = &info.id().client_id;
         let username = info.username().map(|u| &**u);
         let password = info.password();
-        let connect = Connect { client_id, username, has_password: password.is_some() };
-        let verdict = rules::check_connect(connect, self.client_id_rule, self.anonymous_allowed, |n| {
+        let certificate = info.cert().map(|c| c.common_name.as_deref().unwrap_or(""));
+        let connect = Connect { client_id, username, has_password: password.is_some(), certificate };
+        let anonymous_allowed = if info.id().lid == self.tls_listener {
+            self.tls_anonymous_allowed
+        } else {
+            self.anonymous_allowed
+        };
+        let verdict = rules::check_connect(connect, self.client_id_rule, anonymous_allowed, |n| {
             self.devices.is_registered(n)
         });
         let counters = &self.devices.counters;
@@ -57,6 +66,10 @@ impl HookState {
         };
         match verdict {
             Verdict::Anonymous => AuthResult::Allow(false, None),
+            Verdict::Certified(_) => {
+                counters.accepted.fetch_add(1, Relaxed);
+                AuthResult::Allow(false, None)
+            }
             Verdict::Verify(device) => {
                 if self.devices.authenticate(device, password.map_or(&[][..], |p| &p[..])).await {
                     counters.accepted.fetch_add(1, Relaxed);

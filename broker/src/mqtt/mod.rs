@@ -19,12 +19,13 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rmqtt::context::ServerContext;
 use rmqtt::hook::Type;
-use rmqtt::net::Builder;
+use rmqtt::net::{Builder, Listener};
 use rmqtt::server::MqttServer;
 use thiserror::Error;
 use tokio::task::JoinHandle;
@@ -50,12 +51,32 @@ pub struct ListenerConfig {
     pub max_inflight: u16,
     pub max_connections: usize,
     pub client_id_rule: ClientIdRule,
+    pub tls: Option<TlsListenerConfig>,
 }
+
+/// The MQTT-over-TLS listener, next to the plain one.
+#[derive(Debug, Clone)]
+pub struct TlsListenerConfig {
+    pub listen: SocketAddr,
+    /// PEM: the server's certificate chain and its private key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// PEM: with it, every client must show a certificate this CA signed, whose common name is
+    /// a registered device.
+    pub client_ca: Option<PathBuf>,
+    pub allow_anonymous: bool,
+}
+
+/// rmqtt's ids of the listeners (which the hooks see in a session's id).
+const TCP_LISTENER: u16 = 1;
+const TLS_LISTENER: u16 = 2;
 
 #[derive(Debug, Error)]
 pub enum MqttError {
-    #[error("cannot listen on {addr} (setting mqtt.listen): {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen on {addr} (setting {setting}): {source}")]
+    Bind { addr: SocketAddr, setting: &'static str, source: std::io::Error },
+    #[error("cannot set up TLS on {addr} (settings mqtt.tls.cert, key, client_ca): {message}")]
+    Tls { addr: SocketAddr, message: String },
 }
 
 /// A running embedded broker.
@@ -63,6 +84,7 @@ pub struct Broker {
     scx: ServerContext,
     server: JoinHandle<()>,
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
 }
 
 impl Broker {
@@ -74,31 +96,13 @@ impl Broker {
         boards: Arc<BoardService>,
         devices: Arc<Devices>,
     ) -> Result<Broker, MqttError> {
-        let bind_err = |e: rmqtt::Error| MqttError::Bind {
-            addr: cfg.listen,
-            source: match e.downcast::<std::io::Error>() {
-                Ok(io) => io,
-                Err(other) => std::io::Error::other(other.to_string()),
-            },
+        let (listener, local_addr) = bind(&cfg, cfg.listen, "mqtt.listen", |b| b.bind()?.tcp())?;
+        let tls = match &cfg.tls {
+            None => None,
+            Some(tls) => {
+                Some(bind(&cfg, tls.listen, "mqtt.tls.listen", |b| tls_builder(b, tls).bind()?.tls())?)
+            }
         };
-        let listener = Builder::new()
-            .name("roost/tcp")
-            .laddr(cfg.listen)
-            // Every CONNECT goes through the authenticate hook, which applies the listener's
-            // anonymous policy itself (rmqtt would skip the hook for a client without a
-            // username, and so let it take a registered device's client id).
-            .allow_anonymous(false)
-            .max_packet_size(cfg.max_packet_size)
-            .max_inflight(NonZeroU16::new(cfg.max_inflight).unwrap_or(NonZeroU16::MIN))
-            .max_connections(cfg.max_connections)
-            .nodelay(true)
-            // A restarted Roost binds its port again at once, even while connections of the
-            // previous run (boards reconnecting) linger in TIME_WAIT.
-            .reuseaddr(Some(true))
-            .bind()
-            .map_err(bind_err)?;
-        let local_addr = listener.local_addr().map_err(bind_err)?;
-        let listener = listener.tcp().map_err(bind_err)?;
 
         let scx = ServerContext::new().build().await;
         let register = scx.extends.hook_mgr().register();
@@ -108,6 +112,8 @@ impl Broker {
             boards: boards.clone(),
             devices: devices.clone(),
             anonymous_allowed: cfg.allow_anonymous,
+            tls_anonymous_allowed: cfg.tls.as_ref().is_some_and(|t| t.allow_anonymous),
+            tls_listener: TLS_LISTENER,
             client_id_rule: cfg.client_id_rule,
         }));
         register.add(Type::ClientAuthenticate, Box::new(hooks.clone())).await;
@@ -121,15 +127,26 @@ impl Broker {
         boards.set_publisher(Arc::new(CmdSender { scx: scx.clone() }));
         devices.set_disconnect(Arc::new(Kicker { scx: scx.clone() }));
 
-        // rmqtt keys listeners by port; with port 0 the key would be 0, so give it one.
-        let server = MqttServer::new(scx.clone()).listener_by_id(listener, 1).build();
+        // rmqtt keys listeners by port unless given ids; with port 0 the key would be 0.
+        let mut server = MqttServer::new(scx.clone()).listener_by_id(listener, TCP_LISTENER);
+        let tls_addr = tls.as_ref().map(|(_, addr)| *addr);
+        if let Some((tls, addr)) = tls {
+            server = server.listener_by_id(tls, TLS_LISTENER);
+            info!(%addr, client_certificates = cfg.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), "mqtt over tls listening");
+        }
+        let server = server.build();
         let server = tokio::spawn(async move {
             if let Err(e) = server.run().await {
                 warn!(error = %e, "mqtt server stopped");
             }
         });
         info!(addr = %local_addr, anonymous = cfg.allow_anonymous, "mqtt listening");
-        Ok(Broker { scx, server, local_addr })
+        Ok(Broker { scx, server, local_addr, tls_addr })
+    }
+
+    /// The address of the TLS listener, if there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The address the listener is bound to (the real port when configured with port 0).
@@ -149,5 +166,55 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.server.abort();
+    }
+}
+
+/// Binds a listener on `addr` (`setting` names it in errors) with Roost's settings, `finish`
+/// making it a plain or a TLS one; the listener and the address it is bound to.
+fn bind(
+    cfg: &ListenerConfig,
+    addr: SocketAddr,
+    setting: &'static str,
+    finish: impl FnOnce(Builder) -> rmqtt::Result<Listener>,
+) -> Result<(Listener, SocketAddr), MqttError> {
+    let builder = Builder::new()
+        .name(setting)
+        .laddr(addr)
+        // Every CONNECT goes through the authenticate hook, which applies the listener's
+        // anonymous policy itself (rmqtt would skip the hook for a client without a
+        // username, and so let it take a registered device's client id).
+        .allow_anonymous(false)
+        .max_packet_size(cfg.max_packet_size)
+        .max_inflight(NonZeroU16::new(cfg.max_inflight).unwrap_or(NonZeroU16::MIN))
+        .max_connections(cfg.max_connections)
+        .nodelay(true)
+        // A restarted Roost binds its port again at once, even while connections of the
+        // previous run (boards reconnecting) linger in TIME_WAIT.
+        .reuseaddr(Some(true));
+    let listener = finish(builder).map_err(|e| match e.downcast::<std::io::Error>() {
+        Ok(source) => MqttError::Bind { addr, setting, source },
+        Err(other) if setting == "mqtt.tls.listen" => MqttError::Tls { addr, message: format!("{other:#}") },
+        Err(other) => MqttError::Bind { addr, setting, source: std::io::Error::other(other.to_string()) },
+    })?;
+    let local = listener.local_addr().map_err(|e| MqttError::Bind {
+        addr,
+        setting,
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok((listener, local))
+}
+
+/// The TLS settings of the TLS listener: its certificate, and client certificates when a CA
+/// for them is configured (then the certificate's common name is the username the hooks see).
+fn tls_builder(b: Builder, tls: &TlsListenerConfig) -> Builder {
+    let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+    let b = b.tls_cert(Some(path(&tls.cert))).tls_key(Some(path(&tls.key)));
+    match &tls.client_ca {
+        None => b,
+        Some(ca) => b
+            .tls_cross_certificate(true)
+            .tls_client_ca_certs(Some(path(ca)))
+            .collect_cert_info(true)
+            .cert_cn_as_username(true),
     }
 }

@@ -49,11 +49,16 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(roost: &Roost, name: &str, root: &Path, extra: &[&str]) -> Agent {
+        Agent::start_at(root, name, &[&["--server", &roost.mqtt.to_string()], extra].concat())
+    }
+
+    /// An agent whose `--server` (and everything else) is in `args`.
+    pub fn start_at(root: &Path, name: &str, args: &[&str]) -> Agent {
         let log = std::fs::File::create(root.with_extension("log")).unwrap();
         let child = Command::new(agent_bin())
-            .args(["--name", name, "--server", &roost.mqtt.to_string(), "--root"])
+            .args(["--name", name, "--root"])
             .arg(root)
-            .args(extra)
+            .args(args)
             .env("ROOST_BOARD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

@@ -53,9 +53,10 @@ use quinn::{crypto::rustls::QuicServerConfig, IdleTimeout};
 #[cfg(feature = "tls")]
 use rmqtt_codec::cert::CertInfo;
 use rmqtt_codec::types::QoS;
+// ROOST PATCH: ring on every platform (was aws-lc-rs outside Windows).
 #[cfg(not(target_os = "windows"))]
 #[cfg(feature = "tls")]
-use rustls::crypto::aws_lc_rs as provider;
+use rustls::crypto::ring as provider;
 #[cfg(feature = "tls")]
 #[cfg(target_os = "windows")]
 use rustls::crypto::ring as provider;

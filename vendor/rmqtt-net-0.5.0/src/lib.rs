@@ -52,10 +52,10 @@ pub use error::MqttError;
 #[cfg(feature = "tls")]
 pub use rustls;
 
-/// AWS-LC based TLS provider (non-Windows platforms)
+/// Ring-based TLS provider (ROOST PATCH: on every platform; was AWS-LC outside Windows)
 #[cfg(not(target_os = "windows"))]
 #[cfg(feature = "tls")]
-pub use rustls::crypto::aws_lc_rs as tls_provider;
+pub use rustls::crypto::ring as tls_provider;
 
 /// Ring-based TLS provider (Windows platforms)
 #[cfg(target_os = "windows")]
