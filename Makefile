@@ -32,6 +32,7 @@ bench: services processors
 	$(SVC_ENV) $(CARGO) bench -p roost-connectors --bench schemaless_sinks
 	$(SVC_ENV) $(CARGO) bench -p roost --bench e2e
 	$(SVC_ENV) $(CARGO) bench -p roost --bench durability
+	$(CARGO) bench -p roost --bench security
 	$(CARGO) bench -p roost --bench boards
 	$(CARGO) bench -p roost-spool --bench append
 

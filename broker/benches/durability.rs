@@ -1,9 +1,9 @@
 //! `make bench`: what the spool costs, and how fast a sink drains it after an outage.
 //!
 //! Starts `roost serve` (release build) with one PostgreSQL sink and publishes QoS 1 from many
-//! concurrent connections, each with a window of messages in flight (rmqtt sends a connection's
-//! PUBACKs in order, each after ingest has spooled the message, so throughput comes from many
-//! connections), 100-byte JSON payloads. It prints:
+//! concurrent connections, each with a window of messages in flight (a connection's PUBACKs go
+//! out in order, each once its message is spooled, while the broker reads the next ones), 100-byte
+//! JSON payloads. It prints:
 //! - end to end into PostgreSQL with `spool.fsync = "always"` (group commit, the default) and with
 //!   `"never"`: messages/s from the first publish until every row is committed, and what fsync
 //!   costs in percent;

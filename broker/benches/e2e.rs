@@ -13,90 +13,20 @@
 //! `ROOST_BENCH_MESSAGES` sets the message count per run (default 400000).
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use serde_json::Value;
+use rumqttc::MqttOptions;
 
 mod common;
 
-use common::start;
+use common::{publish, start, wait_for};
 use roost_testkit::{examples, Roost};
 
 const CLIENTS: usize = 8;
 
-async fn status(server: &Roost, http: &reqwest::Client) -> Value {
-    let url = format!("http://{}/api/v1/status", server.api);
-    http.get(url).bearer_auth(&server.token).send().await.unwrap().json().await.unwrap()
-}
-
-/// A JSON payload of exactly 100 bytes.
-fn payload(client: usize, seq: u64) -> Vec<u8> {
-    let mut p = format!(
-        r#"{{"seq":{seq},"client":{client},"temp":21.53,"hum":40.2,"pressure":1013.25,"ok":true,"label":""#
-    );
-    while p.len() < 98 {
-        p.push('x');
-    }
-    p.push_str("\"}");
-    assert_eq!(p.len(), 100);
-    p.into_bytes()
-}
-
-/// Publishes `per_client` messages from each of `CLIENTS` clients; returns when all are acked.
-async fn publish(addr: SocketAddr, per_client: u64) -> Duration {
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..CLIENTS {
-        tasks.push(tokio::spawn(async move {
-            let mut opts = MqttOptions::new(format!("bench-{c}"), addr.ip().to_string(), addr.port());
-            opts.set_inflight(100);
-            opts.set_keep_alive(Duration::from_secs(60));
-            let (client, mut eventloop) = AsyncClient::new(opts, 1000);
-            let topic = format!("devices/bench-{c}/env");
-            let sender = tokio::spawn(async move {
-                for seq in 0..per_client {
-                    client.publish(topic.as_str(), QoS::AtLeastOnce, false, payload(c, seq)).await.unwrap();
-                }
-                client
-            });
-            let mut acked = 0;
-            while acked < per_client {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
-                    Ok(_) => {}
-                    Err(e) => panic!("client {c}: {e}"),
-                }
-            }
-            let client = sender.await.unwrap();
-            let _ = client.disconnect().await;
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    started.elapsed()
-}
-
-/// Polls the status until the number at `pointer` (a JSON pointer) reaches `want`; gives up,
-/// showing the status, after two minutes without progress.
-async fn wait_for(server: &Roost, http: &reqwest::Client, pointer: &str, want: u64) {
-    let (mut last, mut since) = (None, Instant::now());
-    loop {
-        let doc = status(server, http).await;
-        let now = doc.pointer(pointer).and_then(Value::as_u64);
-        if now == Some(want) {
-            return;
-        }
-        if now != last {
-            (last, since) = (now, Instant::now());
-        }
-        assert!(
-            since.elapsed() < Duration::from_secs(120),
-            "stuck at {now:?} of {want} at {pointer}: {doc:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// Client `c`'s options: client id `bench-c`, no credentials.
+fn options(addr: SocketAddr) -> impl Fn(usize) -> MqttOptions + Clone + Send + 'static {
+    move |c| MqttOptions::new(format!("bench-{c}"), addr.ip().to_string(), addr.port())
 }
 
 /// Publishes the load and waits until the server's first sink has written all of it; prints the
@@ -104,7 +34,7 @@ async fn wait_for(server: &Roost, http: &reqwest::Client, pointer: &str, want: u
 async fn end_to_end(label: &str, server: &Roost, http: &reqwest::Client, per_client: u64) {
     let total = per_client * CLIENTS as u64;
     let started = Instant::now();
-    let acked = publish(server.mqtt, per_client).await;
+    let acked = publish(CLIENTS, per_client, options(server.mqtt)).await;
     wait_for(server, http, "/sinks/0/records_written", total).await;
     let committed = started.elapsed();
     println!(
@@ -137,7 +67,7 @@ fn main() {
             dir.path(),
             Some("[[pipelines]]\nname = \"nosink\"\ntopics = [\"devices/#\"]\nsinks = []\n"),
         );
-        let acked = publish(server.mqtt, per_client).await;
+        let acked = publish(CLIENTS, per_client, options(server.mqtt)).await;
         wait_for(&server, &http, "/pipelines/0/messages", total).await;
         println!(
             "broker only (pipeline, no sink): {:>9.0} msg/s  ({total} acked in {:.2}s)",

@@ -60,6 +60,9 @@ pub struct Settings {
     /// `[boards]`: the board command channel.
     #[serde(default)]
     pub boards: crate::boards::BoardSettings,
+    /// `[acl]`: what registered devices may publish and subscribe to.
+    #[serde(default)]
+    pub acl: crate::devices::rules::DeviceAcl,
     /// `[processors]`: limits and workers for WebAssembly processors.
     pub processors: ProcessorSettings,
 }
@@ -176,6 +179,12 @@ pub struct MqttSettings {
     /// `[mqtt.tls]`: a second listener, MQTT over TLS.
     #[serde(default)]
     pub tls: Option<MqttTlsSettings>,
+    /// Messages per second one device may publish (bursts of one second's worth); 0: no limit.
+    #[serde(default)]
+    pub device_rate: u32,
+    /// What an MQTT 3.1.1 client whose publish is refused gets: `drop` or `disconnect`.
+    #[serde(default)]
+    pub refused_publish: crate::devices::rules::RefusedPublish,
 }
 
 /// `[mqtt.tls]`: MQTT over TLS, next to the plain listener.
@@ -351,6 +360,7 @@ impl Settings {
             return Err(invalid("mqtt.max_packet_size".into(), "must be at least 1024 bytes".into()));
         }
         self.boards.validate().map_err(|m| invalid("boards".into(), m))?;
+        self.acl.validate().map_err(|(key, m)| invalid(key, m))?;
         self.spool.check().map_err(|(key, m)| invalid(key.into(), m))?;
         self.processors.validate()?;
         let mut names = HashSet::new();

@@ -381,6 +381,18 @@ async fn garbage_and_forged_replies_are_ignored_and_counted() {
             json!({"id": id, "seq": 0, "type": "result", "ok": false, "error": "forged"}).to_string(),
         )
         .await;
+        // A client that may use f-1's topics (its username), on another connection: it is not
+        // the connection f-1 registered on, so its answer does not count.
+        let mut opts = MqttOptions::new("imp", roost_ref.mqtt.ip().to_string(), roost_ref.mqtt.port());
+        opts.set_credentials("f-1", "x");
+        let (imp, mut imp_events) = AsyncClient::new(opts, 8);
+        let forged = json!({"id": id, "seq": 0, "type": "result", "ok": false, "error": "impostor"});
+        imp.publish("roost/boards/f-1/reply", QoS::AtLeastOnce, false, forged.to_string()).await.unwrap();
+        loop {
+            if let Event::Incoming(Packet::PubAck(_)) = imp_events.poll().await.unwrap() {
+                break;
+            }
+        }
         // ...and on f-1's topic, which the broker refuses (and disconnects it).
         f2.reply(
             "f-1",
@@ -410,7 +422,7 @@ async fn garbage_and_forged_replies_are_ignored_and_counted() {
     assert_eq!(events[1], json!({"event": "done", "boards": 1, "succeeded": 1, "failed": 0}));
     let c = counters(&roost).await;
     assert_eq!(c["replies_malformed"], 2, "{c}");
-    assert_eq!(c["replies_forged"], 1, "{c}");
+    assert_eq!(c["replies_forged"], 2, "{c}");
     assert_eq!(c["replies_unknown"], 1, "{c}");
     assert_eq!(c["publishes_denied"], 1, "{c}");
     poller.abort();

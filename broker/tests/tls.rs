@@ -201,6 +201,21 @@ async fn the_admin_api_over_https_serves_the_cli_and_refuses_plain_or_untrusting
         .await
         .unwrap();
     assert_eq!(status.status(), 200);
+    // curl, as an operator would.
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert", path(&ca), "-H"])
+        .arg(format!("Authorization: Bearer {}", roost.token))
+        .arg(format!("https://localhost:{}/api/v1/status", roost.api.port()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl --cacert: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"sinks\""));
+    let out = Command::new("curl")
+        .args(["-sS", "--fail"])
+        .arg(format!("https://localhost:{}/health", roost.api.port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "curl without the CA must refuse the server");
     let plain = reqwest::get(format!("http://{}/health", roost.api)).await;
     assert!(plain.map_or(true, |r| !r.status().is_success()), "plain HTTP on the HTTPS port");
     let untrusting = reqwest::Client::new().get(format!("https://{}/health", roost.api)).send().await;
@@ -238,6 +253,14 @@ async fn a_board_agent_connects_over_tls_with_its_certificate_and_runs_commands(
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("over-tls"), "{stdout}");
+    // An upload of 300 KiB (several chunks) lands byte for byte.
+    let data: Vec<u8> = (0..300 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    let file = dir.path().join("blob.bin");
+    std::fs::write(&file, &data).unwrap();
+    let out = cli(&roost, &["upload", "b-1", path(&file), "lib/blob.bin"], "").await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(std::fs::read(dir.path().join("b-1/lib/blob.bin")).unwrap(), data);
 
     // An agent that does not trust the server's CA never comes online.
     let other = pki_other(dir.path());

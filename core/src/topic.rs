@@ -74,6 +74,28 @@ pub fn overlaps(a: &str, b: &str) -> bool {
     }
 }
 
+/// Whether every topic the (valid) filter `filter` matches is also matched by the (valid) filter
+/// `pattern`: what an ACL asks of a SUBSCRIBE's filter against the patterns a client may read.
+/// (`a/#` covers `a` and `a/+/b`; `a/+` does not cover `a/#`; a pattern starting with a
+/// wildcard covers no filter for `$` topics.)
+pub fn covers(pattern: &str, filter: &str) -> bool {
+    if filter.starts_with('$') && (pattern.starts_with('+') || pattern.starts_with('#')) {
+        return false;
+    }
+    let mut p = pattern.split('/');
+    let mut f = filter.split('/');
+    loop {
+        match (p.next(), f.next()) {
+            (Some("#"), _) => return true,
+            (_, Some("#")) => return false,
+            (Some("+"), Some(_)) => {}
+            (Some(pl), Some(fl)) if pl == fl && fl != "+" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// The telemetry convention: `devices/{device}/{measurement}`.
 ///
 /// Returns `(device, measurement)`; the measurement is `None` for `devices/{device}` and is the
@@ -150,6 +172,19 @@ mod overlap_tests {
         }
 
         #[test]
+        fn a_covering_pattern_matches_every_topic_the_filter_matches(p in filter(), f in filter(), t in topic()) {
+            if covers(&p, &f) && matches(&f, &t) {
+                prop_assert!(matches(&p, &t), "{p} covers {f}, which matches {t}, but {p} does not");
+            }
+        }
+
+        #[test]
+        fn every_filter_covers_itself_and_hash_covers_all(f in filter()) {
+            prop_assert!(covers(&f, &f));
+            prop_assert!(covers("#", &f));
+        }
+
+        #[test]
         fn overlapping_filters_match_one_topic(a in filter(), b in filter()) {
             prop_assert_eq!(overlaps(&a, &b), overlaps(&b, &a));
             if overlaps(&a, &b) {
@@ -157,6 +192,18 @@ mod overlap_tests {
                 prop_assert!(matches(&a, &t) && matches(&b, &t), "{a} and {b}: {t} should match both");
             }
         }
+    }
+
+    #[test]
+    fn covering_is_about_every_topic_not_some() {
+        assert!(covers("devices/d-1/#", "devices/d-1"));
+        assert!(covers("devices/d-1/#", "devices/d-1/+/x"));
+        assert!(covers("devices/+/env", "devices/d-1/env"));
+        assert!(!covers("devices/d-1/#", "devices/+/env"), "+ reaches other devices");
+        assert!(!covers("devices/d-1/+", "devices/d-1/#"));
+        assert!(!covers("devices/d-1/env", "devices/d-1/+"));
+        assert!(!covers("#", "$SYS/#"));
+        assert!(covers("$SYS/#", "$SYS/broker"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ impl BoardService {
     pub async fn on_publish(&self, conn: &str, board: &str, channel: Channel, payload: &[u8]) {
         match channel {
             Channel::Status => self.on_status(conn, board, payload, false),
-            Channel::Reply => self.on_reply(board, payload).await,
+            Channel::Reply => self.on_reply(conn, board, payload).await,
             Channel::Cmd => {}
         }
     }
@@ -122,7 +122,7 @@ impl BoardService {
         }
     }
 
-    async fn on_reply(&self, board: &str, payload: &[u8]) {
+    async fn on_reply(&self, conn: &str, board: &str, payload: &[u8]) {
         let reply = match Reply::from_json(payload) {
             Ok(r) => r,
             Err(e) => {
@@ -142,6 +142,13 @@ impl BoardService {
                 Some(f) if f.view.board != board => {
                     self.counters.replies_forged.fetch_add(1, Relaxed);
                     warn!(board, request_id = %reply.id, owner = %f.view.board, "reply to another board's request dropped");
+                    return;
+                }
+                // Only the connection the board is registered on (its last status) answers for
+                // it: not another client that may also use its topics (the same username).
+                Some(_) if inner.board_conn.get(board).map(String::as_str) != Some(conn) => {
+                    self.counters.replies_forged.fetch_add(1, Relaxed);
+                    warn!(board, request_id = %reply.id, "reply from a connection the board is not registered on dropped");
                     return;
                 }
                 Some(f) => f.replies.clone(),

@@ -8,7 +8,8 @@
 //! - `POST /devices/{name}/revoke`: `{"revoked": name}`; its sessions are disconnected.
 //!
 //! `/metrics` gets `roost_auth_events_total{event}`: connections accepted with credentials,
-//! refused for bad credentials, refused as not authorized, and device publishes refused.
+//! refused for bad credentials, refused as not authorized, and device publishes refused; and
+//! `roost_device_publishes_refused_total{device}`.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -49,7 +50,17 @@ impl ApiFeature for DevicesApi {
                 ("bad_credentials", c.bad_credentials.load(Relaxed)),
                 ("not_authorized", c.not_authorized.load(Relaxed)),
                 ("publishes_denied", c.publishes_denied.load(Relaxed)),
+                ("subscribes_denied", c.subscribes_denied.load(Relaxed)),
             ],
+        );
+        let refusals = self.0.refusals.snapshot();
+        stats::labelled_counters(
+            out,
+            "roost_device_publishes_refused_total",
+            "Publishes refused, by device (its registered name, or an anonymous client's id): \
+             outside its topics, or over mqtt.device_rate.",
+            "device",
+            refusals.iter().map(|(d, n)| (d.as_str(), *n)),
         );
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod limits;
 pub mod rules;
 mod secret;
 
@@ -60,6 +61,7 @@ pub struct AuthCounters {
     pub bad_credentials: AtomicU64,
     pub not_authorized: AtomicU64,
     pub publishes_denied: AtomicU64,
+    pub subscribes_denied: AtomicU64,
 }
 
 /// The device store and the credentials check.
@@ -70,7 +72,12 @@ pub struct Devices {
     /// Salt of the in-memory fingerprints, new each start.
     salt: [u8; 16],
     disconnect: OnceLock<Arc<dyn Disconnect>>,
+    /// Secret checks running at once: one per core, so a flood of connects with wrong secrets
+    /// waits here instead of taking every blocking thread (and its argon2 memory).
+    verifying: tokio::sync::Semaphore,
     pub counters: AuthCounters,
+    /// Publishes refused, by device (the device rules, the rate limit).
+    pub refusals: limits::Refusals,
 }
 
 fn now_ms() -> i64 {
@@ -103,7 +110,11 @@ impl Devices {
             active: RwLock::new(active),
             salt: rand::random(),
             disconnect: OnceLock::new(),
+            verifying: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
             counters: AuthCounters::default(),
+            refusals: limits::Refusals::default(),
         }))
     }
 
@@ -214,6 +225,7 @@ impl Devices {
             }
         };
         let (s, h) = (secret.to_owned(), hash.clone());
+        let Ok(_slot) = self.verifying.acquire().await else { return false };
         let ok = tokio::task::spawn_blocking(move || secret::verify(&s, &h)).await.unwrap_or(false);
         if ok {
             // Only if the hash is still the one verified against (not rotated meanwhile).

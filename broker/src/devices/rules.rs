@@ -11,9 +11,11 @@
 //! - Anyone else is anonymous: let in only where the listener allows anonymous clients, and
 //!   never under a registered device's name, as username or client id (a client id is what MQTT
 //!   hands a session over by: taking one would take over the device's session).
-//! - An authenticated device publishes telemetry only under `devices/<its name>/`; its board
-//!   topics follow the board rules ([`crate::boards::acl`]).
+//! - An authenticated device publishes and subscribes only where `[acl]` says ([`DeviceAcl`]; by
+//!   default its own `devices/<its name>/` and, for subscriptions, its own board `cmd` too);
+//!   its board topics follow the board rules ([`crate::boards::acl`]) as well.
 
+use roost_core::topic;
 use serde::{Deserialize, Serialize};
 
 /// How a device's client id must relate to its name (`mqtt.client_id_rule`).
@@ -25,6 +27,18 @@ pub enum ClientIdRule {
     Exact,
     /// The client id is the device name, or the name, `:` and anything.
     Prefix,
+}
+
+/// What an MQTT 3.1.1 client whose publish is refused gets (`mqtt.refused_publish`): 3.1.1 has
+/// no way to say so in the PUBACK. MQTT 5 clients always get a reason code and stay connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefusedPublish {
+    /// The PUBACK is sent and the message dropped (counted, logged).
+    #[default]
+    Drop,
+    /// The connection is closed, so the client notices.
+    Disconnect,
 }
 
 /// A connecting client, as the CONNECT packet describes it.
@@ -109,13 +123,56 @@ fn check_client_id<'a>(client_id: &str, name: &'a str, rule: ClientIdRule) -> Re
     }
 }
 
-/// What an authenticated device may publish outside the board topics.
-pub fn check_device_publish(device: &str, topic: &str) -> Result<(), &'static str> {
-    let own = topic.strip_prefix("devices/").and_then(|rest| rest.strip_prefix(device));
-    match own {
-        Some("") => Ok(()),
-        Some(rest) if rest.starts_with('/') => Ok(()),
-        _ => Err("a device publishes only under devices/<its name>/"),
+/// What registered devices may publish and subscribe to (`[acl]`): topic filters in which
+/// `{device}` stands for the device's name. Board topics (`roost/boards/...`) follow the board
+/// rules as well ([`crate::boards::acl`]); anonymous clients are not bound by these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceAcl {
+    /// Where a device may publish (outside the board topics, which follow the board rules).
+    #[serde(default = "default_publish")]
+    pub publish: Vec<String>,
+    /// What a device may subscribe to: a filter is granted only if one of these matches every
+    /// topic it matches.
+    #[serde(default = "default_subscribe")]
+    pub subscribe: Vec<String>,
+}
+
+fn default_publish() -> Vec<String> {
+    vec!["devices/{device}/#".into()]
+}
+
+fn default_subscribe() -> Vec<String> {
+    vec!["devices/{device}/#".into(), "roost/boards/{device}/cmd".into()]
+}
+
+impl Default for DeviceAcl {
+    fn default() -> Self {
+        DeviceAcl { publish: default_publish(), subscribe: default_subscribe() }
+    }
+}
+
+impl DeviceAcl {
+    /// Every pattern is a valid topic filter once `{device}` is filled in.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let lists = [("acl.publish", &self.publish), ("acl.subscribe", &self.subscribe)];
+        for (key, patterns) in lists {
+            for p in patterns.iter() {
+                topic::validate_filter(&p.replace("{device}", "d"))
+                    .map_err(|e| (key.to_owned(), e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `device` may publish on `topic`.
+    pub fn may_publish(&self, device: &str, topic: &str) -> bool {
+        self.publish.iter().any(|p| topic::matches(&p.replace("{device}", device), topic))
+    }
+
+    /// Whether `device` may subscribe to `filter`.
+    pub fn may_subscribe(&self, device: &str, filter: &str) -> bool {
+        self.subscribe.iter().any(|p| topic::covers(&p.replace("{device}", device), filter))
     }
 }
 
@@ -202,11 +259,40 @@ mod tests {
 
     #[test]
     fn a_device_publishes_telemetry_only_under_its_own_name() {
-        assert!(check_device_publish("sensor-1", "devices/sensor-1/env").is_ok());
-        assert!(check_device_publish("sensor-1", "devices/sensor-1").is_ok());
-        assert!(check_device_publish("sensor-1", "devices/sensor-2/env").is_err());
-        assert!(check_device_publish("sensor-1", "devices/sensor-10/env").is_err());
-        assert!(check_device_publish("sensor-1", "other/topic").is_err());
-        assert!(check_device_publish("sensor-1", "devices").is_err());
+        let acl = DeviceAcl::default();
+        assert!(acl.may_publish("sensor-1", "devices/sensor-1/env"));
+        assert!(acl.may_publish("sensor-1", "devices/sensor-1"));
+        assert!(!acl.may_publish("sensor-1", "devices/sensor-2/env"));
+        assert!(!acl.may_publish("sensor-1", "devices/sensor-10/env"));
+        assert!(!acl.may_publish("sensor-1", "other/topic"));
+        assert!(!acl.may_publish("sensor-1", "devices"));
+    }
+
+    #[test]
+    fn a_device_subscribes_only_to_its_own_topics_and_commands() {
+        let acl = DeviceAcl::default();
+        assert!(acl.may_subscribe("b-1", "devices/b-1/config"));
+        assert!(acl.may_subscribe("b-1", "devices/b-1/#"));
+        assert!(acl.may_subscribe("b-1", "roost/boards/b-1/cmd"));
+        assert!(!acl.may_subscribe("b-1", "devices/+/config"), "reaches other devices");
+        assert!(!acl.may_subscribe("b-1", "devices/#"));
+        assert!(!acl.may_subscribe("b-1", "roost/boards/b-2/cmd"));
+        assert!(!acl.may_subscribe("b-1", "#"));
+    }
+
+    #[test]
+    fn operators_add_patterns_with_the_device_placeholder() {
+        let acl = DeviceAcl {
+            publish: vec!["sites/+/{device}/#".into()],
+            subscribe: vec!["config/{device}".into(), "broadcast/#".into()],
+        };
+        assert!(acl.validate().is_ok());
+        assert!(acl.may_publish("d-1", "sites/lab/d-1/env"));
+        assert!(!acl.may_publish("d-1", "devices/d-1/env"), "the defaults are replaced");
+        assert!(acl.may_subscribe("d-1", "config/d-1"));
+        assert!(acl.may_subscribe("d-1", "broadcast/+/firmware"));
+        assert!(!acl.may_subscribe("d-1", "config/+"));
+        let bad = DeviceAcl { publish: vec!["a/#/b".into()], subscribe: vec![] };
+        assert_eq!(bad.validate().unwrap_err().0, "acl.publish");
     }
 }

@@ -5,20 +5,24 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
-use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::codec::v5::{PublishAckReason, SubscribeAckReason};
 use rmqtt::deferred_ack;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
-use rmqtt::types::{AuthResult, ConnectInfo, Id, PublishAclResult, SubscribeAclResult};
+use rmqtt::session::Session;
+use rmqtt::types::{AuthResult, ConnectInfo, Id, PublishAclResult, PublishResult, SubscribeAclResult};
 use roost_core::{envelope, topic, Message};
 use tracing::warn;
 
 use crate::boards::acl::{self, PublishVerdict};
 use crate::boards::BoardService;
-use crate::devices::rules::{self, ClientIdRule, Connect, Verdict};
+use crate::devices::limits::DeviceRate;
+use crate::devices::rules::{self, ClientIdRule, Connect, DeviceAcl, RefusedPublish, Verdict};
 use crate::devices::Devices;
 use crate::ingest::{Closed, Ingest};
+use crate::ratelimit::RateLimit;
 use crate::stats::Stats;
 
 #[derive(Clone)]
@@ -34,10 +38,44 @@ pub(super) struct HookState {
     /// The same for the TLS listener, and rmqtt's id of it.
     pub tls_anonymous_allowed: bool,
     pub tls_listener: u16,
+    /// What registered devices may publish and subscribe to.
+    pub acl: DeviceAcl,
+    /// `mqtt.device_rate`, when set.
+    pub rate: Option<DeviceRate>,
+    pub refused_publish: RefusedPublish,
+    /// Refused publishes are logged at most this often.
+    pub refusal_log: RateLimit,
     pub client_id_rule: ClientIdRule,
 }
 
 impl HookState {
+    /// devices: the registered device a session is, by its username.
+    fn registered<'a>(&self, id: &'a Id) -> Option<&'a str> {
+        id.username.as_deref().filter(|u| self.devices.is_registered(u))
+    }
+
+    /// devices: refuses a publish of `device` for `reason`: counted for the device and logged
+    /// (rate-limited). MQTT 5 clients get the reason code in the PUBACK and stay connected; an
+    /// MQTT 3.1.1 client, which cannot be told, is dropped or disconnected as
+    /// `mqtt.refused_publish` says.
+    async fn refuse_publish(
+        &self,
+        session: &Session,
+        device: &str,
+        topic: &str,
+        (code, reason): (PublishAckReason, &str),
+    ) -> ReturnType {
+        self.devices.counters.publishes_denied.fetch_add(1, Relaxed);
+        self.devices.refusals.count(device);
+        if let Some(held_back) = self.refusal_log.check() {
+            warn!(device, topic, reason, held_back, "publish refused");
+        }
+        let v5 = matches!(session.connect_info().await.as_deref(), Ok(ConnectInfo::V5(..)));
+        let disconnect = !v5 && self.refused_publish == RefusedPublish::Disconnect;
+        let result = PublishResult::reason_code(code, Some(reason.into()), disconnect);
+        (false, Some(HookResult::PublishAclResult(PublishAclResult(result))))
+    }
+
     /// devices: decides a CONNECT.
     async fn authenticate(&self, info: &ConnectInfo) -> AuthResult {
         let client_id: &str = &info.id().client_id;
@@ -105,17 +143,24 @@ impl Handler for Hooks {
             Parameter::MessagePublishCheckAcl(session, publish) => {
                 let topic_name: &str = &publish.topic;
                 let client_id: &str = &session.id.client_id;
-                // devices: an authenticated device publishes telemetry under its own name only.
-                if let Some(device) =
-                    session.id.username.as_deref().filter(|u| self.0.devices.is_registered(u))
-                {
-                    if !acl::is_board_namespace(topic_name) {
-                        if let Err(reason) = rules::check_device_publish(device, topic_name) {
-                            self.0.devices.counters.publishes_denied.fetch_add(1, Relaxed);
-                            warn!(device, topic = topic_name, reason, "publish refused");
-                            let refused = PublishAclResult::rejected(false, Some(reason.into()));
-                            return (false, Some(HookResult::PublishAclResult(refused)));
+                // devices: an authenticated device publishes telemetry under its own name only, and
+                // every device at most `mqtt.device_rate` messages a second.
+                if !acl::is_board_namespace(topic_name) {
+                    let registered = self.0.registered(&session.id);
+                    if let Some(device) = registered {
+                        if !self.0.acl.may_publish(device, topic_name) {
+                            let refused = (
+                                PublishAckReason::NotAuthorized,
+                                "outside the device's topics (acl.publish)",
+                            );
+                            return self.0.refuse_publish(session, device, topic_name, refused).await;
                         }
+                    }
+                    let device = registered.unwrap_or(client_id);
+                    if self.0.rate.as_ref().is_some_and(|r| !r.allow(device, Instant::now())) {
+                        let refused =
+                            (PublishAckReason::QuotaExceeded, "over the message rate (mqtt.device_rate)");
+                        return self.0.refuse_publish(session, device, topic_name, refused).await;
                     }
                 }
                 // boards: board topics go to the board service, never to ingest.
@@ -183,17 +228,28 @@ impl Handler for Hooks {
                 self.0.boards.on_disconnect(&conn_key(&session.id)); // boards:
                 (true, acc)
             }
-            // boards: no subscription to another board's commands or replies.
+            // boards: no subscription to another board's commands or replies; devices: only
+            // what `[acl]` grants a registered device.
             Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
-                match acl::check_subscribe(identity(&session.id), &subscribe.topic_filter) {
-                    Ok(()) => (true, acc),
+                let filter: &str = &subscribe.topic_filter;
+                let reason = match acl::check_subscribe(identity(&session.id), filter) {
                     Err(reason) => {
                         self.0.boards.counters.subscribes_denied.fetch_add(1, Relaxed);
-                        warn!(client_id = %session.id.client_id, filter = %subscribe.topic_filter, reason, "subscription refused");
-                        let refused = SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized);
-                        (false, Some(HookResult::SubscribeAclResult(refused)))
+                        reason
                     }
+                    Ok(()) => match self.0.registered(&session.id) {
+                        Some(device) if !self.0.acl.may_subscribe(device, filter) => {
+                            self.0.devices.counters.subscribes_denied.fetch_add(1, Relaxed);
+                            "outside the device's topics (acl.subscribe)"
+                        }
+                        _ => return (true, acc),
+                    },
+                };
+                if let Some(held_back) = self.0.refusal_log.check() {
+                    warn!(client_id = %session.id.client_id, filter, reason, held_back, "subscription refused");
                 }
+                let refused = SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized);
+                (false, Some(HookResult::SubscribeAclResult(refused)))
             }
             // boards: a last will skips the publish ACL, so it is checked here. A will the client
             // could not have published is neutralised (rmqtt cannot drop it: it is rewritten to
@@ -202,7 +258,14 @@ impl Handler for Hooks {
                 if matches!(from.typ(), rmqtt::types::FromType::LastWill) =>
             {
                 match acl::check_publish(identity(&from.id), &publish.topic) {
-                    PublishVerdict::NotBoardTopic => (true, acc),
+                    PublishVerdict::NotBoardTopic => match self.0.registered(&from.id) {
+                        Some(device) if !self.0.acl.may_publish(device, &publish.topic) => {
+                            self.0.devices.refusals.count(device);
+                            warn!(device, topic = %publish.topic, "last will outside the device's topics refused");
+                            neutralised(publish)
+                        }
+                        _ => (true, acc),
+                    },
                     PublishVerdict::Allowed { board, channel } => {
                         if channel == roost_core::board::Channel::Status {
                             self.0.boards.on_will(&conn_key(&from.id), board, &publish.payload);
@@ -212,17 +275,23 @@ impl Handler for Hooks {
                     PublishVerdict::Denied(reason) => {
                         self.0.boards.counters.wills_refused.fetch_add(1, Relaxed);
                         warn!(client_id = %from.id.client_id, topic = %publish.topic, reason, "last will refused");
-                        let mut neutral = (*publish).clone();
-                        neutral.inner.topic = "$roost/refused-will".into();
-                        neutral.inner.payload = Default::default();
-                        neutral.inner.retain = false;
-                        (false, Some(HookResult::Publish(neutral)))
+                        neutralised(publish)
                     }
                 }
             }
             _ => (true, acc),
         }
     }
+}
+
+/// A last will rewritten to an empty message on a `$` topic no wildcard matches (rmqtt cannot
+/// drop a will).
+fn neutralised(will: &rmqtt::types::Publish) -> ReturnType {
+    let mut neutral = will.clone();
+    neutral.inner.topic = "$roost/refused-will".into();
+    neutral.inner.payload = Default::default();
+    neutral.inner.retain = false;
+    (false, Some(HookResult::Publish(neutral)))
 }
 
 /// Refuses a publish Roost can no longer take, closing the connection without a PUBACK.

@@ -34,9 +34,11 @@ use tracing::{info, warn};
 use self::hooks::{HookState, Hooks};
 use self::publisher::{CmdSender, Kicker};
 use crate::boards::BoardService;
-use crate::devices::rules::ClientIdRule;
+use crate::devices::limits::DeviceRate;
+use crate::devices::rules::{ClientIdRule, DeviceAcl, RefusedPublish};
 use crate::devices::Devices;
 use crate::ingest::Ingest;
+use crate::ratelimit::RateLimit;
 use crate::stats::Stats;
 
 mod hooks;
@@ -52,6 +54,10 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     pub client_id_rule: ClientIdRule,
     pub tls: Option<TlsListenerConfig>,
+    /// Messages per second per device; 0: no limit.
+    pub device_rate: u32,
+    pub refused_publish: RefusedPublish,
+    pub acl: DeviceAcl,
 }
 
 /// The MQTT-over-TLS listener, next to the plain one.
@@ -114,6 +120,10 @@ impl Broker {
             anonymous_allowed: cfg.allow_anonymous,
             tls_anonymous_allowed: cfg.tls.as_ref().is_some_and(|t| t.allow_anonymous),
             tls_listener: TLS_LISTENER,
+            acl: cfg.acl.clone(),
+            rate: (cfg.device_rate > 0).then(|| DeviceRate::new(cfg.device_rate)),
+            refused_publish: cfg.refused_publish,
+            refusal_log: RateLimit::new(10, Duration::from_secs(10)),
             client_id_rule: cfg.client_id_rule,
         }));
         register.add(Type::ClientAuthenticate, Box::new(hooks.clone())).await;
