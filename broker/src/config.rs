@@ -182,6 +182,9 @@ pub struct MqttSettings {
     /// Messages per second one device may publish (bursts of one second's worth); 0: no limit.
     #[serde(default)]
     pub device_rate: u32,
+    /// Client ids one registered device may be connected under at once; 0: no limit.
+    #[serde(default)]
+    pub max_connections_per_device: usize,
     /// What an MQTT 3.1.1 client whose publish is refused gets: `drop` or `disconnect`.
     #[serde(default)]
     pub refused_publish: crate::devices::rules::RefusedPublish,

@@ -180,6 +180,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
                 allow_anonymous: settings.mqtt.tls_anonymous_allowed(),
             }),
             device_rate: settings.mqtt.device_rate,
+            max_connections_per_device: settings.mqtt.max_connections_per_device,
             refused_publish: settings.mqtt.refused_publish,
             acl: settings.acl.clone(),
         },

@@ -31,7 +31,7 @@ fn mosquitto_pub(addr: SocketAddr, version: &str, device: &str, secret: &str, to
 
 async fn metric(roost: &Roost, device: &str) -> u64 {
     let text = reqwest::get(roost.url("/metrics")).await.unwrap().text().await.unwrap();
-    let prefix = format!("roost_device_publishes_refused_total{{device=\"{device}\"}} ");
+    let prefix = format!("roost_device_refusals_total{{device=\"{device}\"}} ");
     text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.parse().unwrap())
 }
 
@@ -192,5 +192,52 @@ async fn acl_rules_with_the_device_placeholder_govern_publishes_subscriptions_an
             (want, got) => panic!("will on {will_topic}: delivered should be {want}, got {got:?}"),
         }
     }
-    assert_eq!(metric(&roost, "d-1").await, 3, "two publishes and one will refused");
+    assert_eq!(metric(&roost, "d-1").await, 6, "two publishes, three subscriptions and one will refused");
+}
+
+/// Connects as `device` under `client_id`; whether it was let in, and the event loop.
+async fn connect(
+    addr: SocketAddr,
+    device: &str,
+    secret: &str,
+    client_id: &str,
+) -> (bool, rumqttc::EventLoop) {
+    let mut opts = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    opts.set_credentials(device, secret);
+    let (_client, mut events) = AsyncClient::new(opts, 10);
+    loop {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => return (true, events),
+            Ok(_) => {}
+            Err(rumqttc::ConnectionError::ConnectionRefused(_)) => return (false, events),
+            Err(e) => panic!("{client_id}: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_connects_under_at_most_its_limit_of_client_ids_and_can_always_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[mqtt]\nclient_id_rule = \"prefix\"\nmax_connections_per_device = 2\n";
+    let roost = Roost::start(dir.path(), Some(config));
+    let secret = add_device(&roost, "d");
+    let addr = roost.mqtt;
+    let (ok, _a) = connect(addr, "d", &secret, "d:a").await;
+    assert!(ok);
+    let (ok, b) = connect(addr, "d", &secret, "d:b").await;
+    assert!(ok);
+    assert!(!connect(addr, "d", &secret, "d:c").await.0, "a third client id is refused");
+    // Coming back under an id it uses takes that session over, even at the limit.
+    let (ok, _a_again) = connect(addr, "d", &secret, "d:a").await;
+    assert!(ok, "a reconnect is never refused");
+    drop(b);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        if connect(addr, "d", &secret, "d:c").await.0 {
+            break;
+        }
+        assert!(Instant::now() < until, "d:b's place was not freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metric(&roost, "d").await >= 1);
 }

@@ -9,7 +9,7 @@
 //!
 //! `/metrics` gets `roost_auth_events_total{event}`: connections accepted with credentials,
 //! refused for bad credentials, refused as not authorized, and device publishes refused; and
-//! `roost_device_publishes_refused_total{device}`.
+//! `roost_device_refusals_total{device}`.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -56,9 +56,10 @@ impl ApiFeature for DevicesApi {
         let refusals = self.0.refusals.snapshot();
         stats::labelled_counters(
             out,
-            "roost_device_publishes_refused_total",
-            "Publishes refused, by device (its registered name, or an anonymous client's id): \
-             outside its topics, or over mqtt.device_rate.",
+            "roost_device_refusals_total",
+            "Publishes, subscriptions, wills and connections refused, by device (its registered \
+             name, or an anonymous client's id): outside its topics, over mqtt.device_rate or \
+             mqtt.max_connections_per_device.",
             "device",
             refusals.iter().map(|(d, n)| (d.as_str(), *n)),
         );

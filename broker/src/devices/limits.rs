@@ -1,6 +1,7 @@
 //! Per-device limits and what is counted against devices: a token bucket of messages per second
-//! for each device (`mqtt.device_rate`), and the publishes refused to each device (for
-//! `/metrics`). Pure bookkeeping, with the time passed in, kept apart from the hooks.
+//! for each device (`mqtt.device_rate`), the client ids a device is connected under
+//! (`mqtt.max_connections_per_device`), and what was refused to each device (for `/metrics`).
+//! Pure bookkeeping, with the time passed in, kept apart from the hooks.
 //!
 //! A device is its registered name, or for an anonymous client its client id. Both maps are
 //! bounded by [`MAX_TRACKED`] entries, so clients inventing client ids cannot grow them: past it,
@@ -64,7 +65,49 @@ fn refill(b: Bucket, now: Instant, per_sec: f64) -> f64 {
     (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_sec).min(per_sec)
 }
 
-/// Publishes refused, by device.
+/// The client ids each registered device is connected under, for
+/// `mqtt.max_connections_per_device`. A connection with a client id the device already uses
+/// takes that session over (MQTT), so it is always let in: a device reconnecting before its old
+/// connection timed out is never refused.
+#[derive(Debug)]
+pub struct DeviceConnections {
+    max: usize,
+    /// device -> client id -> open connections under it (two for a moment during a takeover).
+    open: Mutex<HashMap<String, HashMap<String, u32>>>,
+}
+
+impl DeviceConnections {
+    pub fn new(max: usize) -> DeviceConnections {
+        DeviceConnections { max: max.max(1), open: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether `device` may connect (once more) under `client_id`.
+    pub fn admits(&self, device: &str, client_id: &str) -> bool {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(device).is_none_or(|ids| ids.contains_key(client_id) || ids.len() < self.max)
+    }
+
+    pub fn connected(&self, device: &str, client_id: &str) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        *open.entry(device.to_owned()).or_default().entry(client_id.to_owned()).or_default() += 1;
+    }
+
+    pub fn disconnected(&self, device: &str, client_id: &str) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(ids) = open.get_mut(device) else { return };
+        if let Some(n) = ids.get_mut(client_id) {
+            *n -= 1;
+            if *n == 0 {
+                ids.remove(client_id);
+            }
+        }
+        if ids.is_empty() {
+            open.remove(device);
+        }
+    }
+}
+
+/// What was refused, by device: publishes, subscriptions, connections over the limit.
 #[derive(Debug, Default)]
 pub struct Refusals(Mutex<HashMap<String, u64>>);
 
@@ -104,6 +147,24 @@ mod tests {
             10,
             "never more than one second saved"
         );
+    }
+
+    #[test]
+    fn a_device_connects_under_at_most_its_limit_of_client_ids_and_always_takes_over_its_own() {
+        let conns = DeviceConnections::new(2);
+        assert!(conns.admits("d", "d:a"));
+        conns.connected("d", "d:a");
+        conns.connected("d", "d:b");
+        assert!(!conns.admits("d", "d:c"), "a third client id");
+        assert!(conns.admits("d", "d:a"), "a reconnect takes its session over");
+        assert!(conns.admits("e", "e"), "another device");
+        conns.connected("d", "d:a"); // the takeover, before the old one is gone
+        conns.disconnected("d", "d:a");
+        assert!(!conns.admits("d", "d:c"), "d:a is still connected");
+        conns.disconnected("d", "d:a");
+        assert!(conns.admits("d", "d:c"));
+        conns.disconnected("d", "d:b");
+        assert!(conns.open.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -76,7 +76,8 @@ pub struct Devices {
     /// waits here instead of taking every blocking thread (and its argon2 memory).
     verifying: tokio::sync::Semaphore,
     pub counters: AuthCounters,
-    /// Publishes refused, by device (the device rules, the rate limit).
+    /// What was refused, by device: publishes, subscriptions and wills outside its topics,
+    /// messages over its rate, connections over its limit.
     pub refusals: limits::Refusals,
 }
 

@@ -18,7 +18,7 @@ use tracing::warn;
 
 use crate::boards::acl::{self, PublishVerdict};
 use crate::boards::BoardService;
-use crate::devices::limits::DeviceRate;
+use crate::devices::limits::{DeviceConnections, DeviceRate};
 use crate::devices::rules::{self, ClientIdRule, Connect, DeviceAcl, RefusedPublish, Verdict};
 use crate::devices::Devices;
 use crate::ingest::{Closed, Ingest};
@@ -40,6 +40,8 @@ pub(super) struct HookState {
     pub tls_listener: u16,
     /// What registered devices may publish and subscribe to.
     pub acl: DeviceAcl,
+    /// `mqtt.max_connections_per_device`, when set.
+    pub connections: Option<DeviceConnections>,
     /// `mqtt.device_rate`, when set.
     pub rate: Option<DeviceRate>,
     pub refused_publish: RefusedPublish,
@@ -102,16 +104,24 @@ impl HookState {
                 AuthResult::NotAuthorized
             }
         };
+        // The device is who it says; it may still be over its connections.
+        let admit = |device: &str| {
+            if self.connections.as_ref().is_some_and(|c| !c.admits(device, client_id)) {
+                self.devices.refusals.count(device);
+                return refuse(
+                    "the device has as many connections as it may (mqtt.max_connections_per_device)",
+                    false,
+                );
+            }
+            counters.accepted.fetch_add(1, Relaxed);
+            AuthResult::Allow(false, None)
+        };
         match verdict {
             Verdict::Anonymous => AuthResult::Allow(false, None),
-            Verdict::Certified(_) => {
-                counters.accepted.fetch_add(1, Relaxed);
-                AuthResult::Allow(false, None)
-            }
+            Verdict::Certified(device) => admit(device),
             Verdict::Verify(device) => {
                 if self.devices.authenticate(device, password.map_or(&[][..], |p| &p[..])).await {
-                    counters.accepted.fetch_add(1, Relaxed);
-                    AuthResult::Allow(false, None)
+                    admit(device)
                 } else {
                     refuse("wrong secret for the device", true)
                 }
@@ -219,12 +229,18 @@ impl Handler for Hooks {
                     shutting_down()
                 }
             }
-            Parameter::ClientConnected(_) => {
+            Parameter::ClientConnected(session) => {
                 self.0.stats.connections.fetch_add(1, Relaxed);
+                if let (Some(conns), Some(device)) = (&self.0.connections, self.0.registered(&session.id)) {
+                    conns.connected(device, &session.id.client_id);
+                }
                 (true, acc)
             }
             Parameter::ClientDisconnected(session, _) => {
                 self.0.stats.connections.fetch_sub(1, Relaxed);
+                if let (Some(conns), Some(device)) = (&self.0.connections, session.id.username.as_deref()) {
+                    conns.disconnected(device, &session.id.client_id);
+                }
                 self.0.boards.on_disconnect(&conn_key(&session.id)); // boards:
                 (true, acc)
             }
@@ -240,6 +256,7 @@ impl Handler for Hooks {
                     Ok(()) => match self.0.registered(&session.id) {
                         Some(device) if !self.0.acl.may_subscribe(device, filter) => {
                             self.0.devices.counters.subscribes_denied.fetch_add(1, Relaxed);
+                            self.0.devices.refusals.count(device);
                             "outside the device's topics (acl.subscribe)"
                         }
                         _ => return (true, acc),

@@ -34,7 +34,7 @@ use tracing::{info, warn};
 use self::hooks::{HookState, Hooks};
 use self::publisher::{CmdSender, Kicker};
 use crate::boards::BoardService;
-use crate::devices::limits::DeviceRate;
+use crate::devices::limits::{DeviceConnections, DeviceRate};
 use crate::devices::rules::{ClientIdRule, DeviceAcl, RefusedPublish};
 use crate::devices::Devices;
 use crate::ingest::Ingest;
@@ -56,6 +56,8 @@ pub struct ListenerConfig {
     pub tls: Option<TlsListenerConfig>,
     /// Messages per second per device; 0: no limit.
     pub device_rate: u32,
+    /// Client ids per registered device; 0: no limit.
+    pub max_connections_per_device: usize,
     pub refused_publish: RefusedPublish,
     pub acl: DeviceAcl,
 }
@@ -121,6 +123,8 @@ impl Broker {
             tls_anonymous_allowed: cfg.tls.as_ref().is_some_and(|t| t.allow_anonymous),
             tls_listener: TLS_LISTENER,
             acl: cfg.acl.clone(),
+            connections: (cfg.max_connections_per_device > 0)
+                .then(|| DeviceConnections::new(cfg.max_connections_per_device)),
             rate: (cfg.device_rate > 0).then(|| DeviceRate::new(cfg.device_rate)),
             refused_publish: cfg.refused_publish,
             refusal_log: RateLimit::new(10, Duration::from_secs(10)),
