@@ -241,3 +241,30 @@ async fn a_device_connects_under_at_most_its_limit_of_client_ids_and_can_always_
     }
     assert!(metric(&roost, "d").await >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_over_the_size_limit_closes_the_connection_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let roost = Roost::start(dir.path(), Some("[mqtt]\nmax_packet_size = 65536\n"));
+    let file = dir.path().join("big.json");
+    std::fs::write(&file, format!("{{\"pad\":\"{}\"}}", "x".repeat(100_000))).unwrap();
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &roost.mqtt.port().to_string(), "-V", "mqttv311", "-q", "1"])
+        .args(["-i", "big", "-t", "devices/big/env", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the broker closes the connection");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = reqwest::get(roost.url("/metrics")).await.unwrap().text().await.unwrap();
+        if text.contains("roost_auth_events_total{event=\"packets_too_large\"} 1\n") {
+            break;
+        }
+        assert!(Instant::now() < until, "not counted:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, log) = roost.stop_with_log();
+    assert!(status.success());
+    assert!(log.contains("packet over mqtt.max_packet_size"), "{log}");
+}

@@ -51,6 +51,7 @@ impl ApiFeature for DevicesApi {
                 ("not_authorized", c.not_authorized.load(Relaxed)),
                 ("publishes_denied", c.publishes_denied.load(Relaxed)),
                 ("subscribes_denied", c.subscribes_denied.load(Relaxed)),
+                ("packets_too_large", c.packets_too_large.load(Relaxed)),
             ],
         );
         let refusals = self.0.refusals.snapshot();

@@ -62,6 +62,8 @@ pub struct AuthCounters {
     pub not_authorized: AtomicU64,
     pub publishes_denied: AtomicU64,
     pub subscribes_denied: AtomicU64,
+    /// Connections closed for a packet over `mqtt.max_packet_size`.
+    pub packets_too_large: AtomicU64,
 }
 
 /// The device store and the credentials check.

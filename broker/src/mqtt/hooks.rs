@@ -236,8 +236,18 @@ impl Handler for Hooks {
                 }
                 (true, acc)
             }
-            Parameter::ClientDisconnected(session, _) => {
+            Parameter::ClientDisconnected(session, reason) => {
                 self.0.stats.connections.fetch_sub(1, Relaxed);
+                // devices: a packet over mqtt.max_packet_size closes the connection (rmqtt's
+                // codec refuses it); counted and said here.
+                let reason = reason.to_string();
+                if reason.contains("Max size exceeded") {
+                    self.0.devices.counters.packets_too_large.fetch_add(1, Relaxed);
+                    if let Some(held_back) = self.0.refusal_log.check() {
+                        let client_id = &*session.id.client_id;
+                        warn!(client_id, reason, held_back, "packet over mqtt.max_packet_size; disconnected");
+                    }
+                }
                 if let (Some(conns), Some(device)) = (&self.0.connections, session.id.username.as_deref()) {
                     conns.disconnected(device, &session.id.client_id);
                 }
