@@ -39,25 +39,23 @@ impl DeviceRate {
 
     /// Whether `device` may publish one more message at `now`.
     pub fn allow(&self, device: &str, now: Instant) -> bool {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(device) {
-            let per_sec = self.per_sec;
-            buckets.retain(|_, b| refill(*b, now, per_sec) < per_sec);
-            if buckets.len() >= MAX_TRACKED {
-                // All busy at once: start over (each device gets a fresh second's worth).
-                buckets.clear();
-            }
-        }
         let per_sec = self.per_sec;
-        let bucket = buckets.entry(device.to_owned()).or_insert(Bucket { tokens: per_sec, at: now });
-        let tokens = refill(*bucket, now, per_sec);
-        if tokens >= 1.0 {
-            *bucket = Bucket { tokens: tokens - 1.0, at: now };
-            true
-        } else {
-            *bucket = Bucket { tokens, at: now };
-            false
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if !buckets.contains_key(device) {
+            if buckets.len() >= MAX_TRACKED {
+                buckets.retain(|_, b| refill(*b, now, per_sec) < per_sec);
+                if buckets.len() >= MAX_TRACKED {
+                    // All busy at once: start over (each device gets a fresh second's worth).
+                    buckets.clear();
+                }
+            }
+            buckets.insert(device.to_owned(), Bucket { tokens: per_sec, at: now });
         }
+        let bucket = buckets.get_mut(device).expect("inserted above");
+        let tokens = refill(*bucket, now, per_sec);
+        let allowed = tokens >= 1.0;
+        *bucket = Bucket { tokens: if allowed { tokens - 1.0 } else { tokens }, at: now };
+        allowed
     }
 }
 

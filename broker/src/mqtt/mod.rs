@@ -104,11 +104,15 @@ impl Broker {
         boards: Arc<BoardService>,
         devices: Arc<Devices>,
     ) -> Result<Broker, MqttError> {
-        let (listener, local_addr) = bind(&cfg, cfg.listen, "mqtt.listen", |b| b.bind()?.tcp())?;
+        let (listener, local_addr) = bind(&cfg, cfg.listen, "mqtt.listen", |b| b)?;
+        let listener = listener.tcp().map_err(|e| bind_error(local_addr, "mqtt.listen", e))?;
         let tls = match &cfg.tls {
             None => None,
             Some(tls) => {
-                Some(bind(&cfg, tls.listen, "mqtt.tls.listen", |b| tls_builder(b, tls).bind()?.tls())?)
+                let (listener, addr) = bind(&cfg, tls.listen, "mqtt.tls.listen", |b| tls_builder(b, tls))?;
+                let listener =
+                    listener.tls().map_err(|e| MqttError::Tls { addr, message: format!("{e:#}") })?;
+                Some((listener, addr))
             }
         };
 
@@ -183,13 +187,13 @@ impl Drop for Broker {
     }
 }
 
-/// Binds a listener on `addr` (`setting` names it in errors) with Roost's settings, `finish`
-/// making it a plain or a TLS one; the listener and the address it is bound to.
+/// Binds a listener on `addr` (`setting` names it in errors) with Roost's settings and what
+/// `configure` adds; the bound listener (to be made a plain or a TLS one) and its address.
 fn bind(
     cfg: &ListenerConfig,
     addr: SocketAddr,
     setting: &'static str,
-    finish: impl FnOnce(Builder) -> rmqtt::Result<Listener>,
+    configure: impl FnOnce(Builder) -> Builder,
 ) -> Result<(Listener, SocketAddr), MqttError> {
     let builder = Builder::new()
         .name(setting)
@@ -205,17 +209,18 @@ fn bind(
         // A restarted Roost binds its port again at once, even while connections of the
         // previous run (boards reconnecting) linger in TIME_WAIT.
         .reuseaddr(Some(true));
-    let listener = finish(builder).map_err(|e| match e.downcast::<std::io::Error>() {
-        Ok(source) => MqttError::Bind { addr, setting, source },
-        Err(other) if setting == "mqtt.tls.listen" => MqttError::Tls { addr, message: format!("{other:#}") },
-        Err(other) => MqttError::Bind { addr, setting, source: std::io::Error::other(other.to_string()) },
-    })?;
-    let local = listener.local_addr().map_err(|e| MqttError::Bind {
-        addr,
-        setting,
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let listener = configure(builder).bind().map_err(|e| bind_error(addr, setting, e))?;
+    let local = listener.local_addr().map_err(|e| bind_error(addr, setting, e))?;
     Ok((listener, local))
+}
+
+/// rmqtt's error binding `addr` (the listener `setting` names), as an I/O error where it is one.
+fn bind_error(addr: SocketAddr, setting: &'static str, e: rmqtt::Error) -> MqttError {
+    let source = match e.downcast::<std::io::Error>() {
+        Ok(io) => io,
+        Err(other) => std::io::Error::other(other.to_string()),
+    };
+    MqttError::Bind { addr, setting, source }
 }
 
 /// The TLS settings of the TLS listener: its certificate, and client certificates when a CA
