@@ -20,7 +20,7 @@ pub struct AgentTls {
 }
 
 /// The TLS client configuration (ring, TLS 1.2 and 1.3) for `tls`.
-pub(crate) fn tls_config(tls: &AgentTls) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+pub fn tls_config(tls: &AgentTls) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let bad = |what: &str, path: &Path, e: &dyn std::fmt::Display| {

@@ -20,10 +20,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{publish, start, wait_for};
+use roost_board::tls::{tls_config, AgentTls};
 use roost_testkit::Roost;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, TlsConfiguration, Transport};
 
@@ -49,29 +49,6 @@ fn config(pki: &Path) -> String {
         pki.join("server.pem").display(),
         pki.join("server.key").display()
     )
-}
-
-/// The TLS listener's address in `runtime.json`.
-fn mqtts(server: &Roost) -> SocketAddr {
-    let rt: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(server.dir.join("runtime.json")).unwrap()).unwrap();
-    rt["mqtts"].as_str().unwrap().parse().unwrap()
-}
-
-/// A rustls client configuration trusting the CA in `pki`.
-fn tls_client(pki: &Path) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in rustls::pki_types::CertificateDer::pem_file_iter(pki.join("ca.pem")).unwrap() {
-        roots.add(ca.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
 }
 
 /// Registers devices `{prefix}{i}` for `i` in `0..n` over the admin API, 16 at a time; their
@@ -120,7 +97,10 @@ async fn throughput(label: &str, mode: Mode, per_client: u64, http: &reqwest::Cl
         Mode::Credentials | Mode::Tls => register(&server, http, "dev-", CLIENTS).await,
     };
     let (addr, tls) = match mode {
-        Mode::Tls => (mqtts(&server), Some(tls_client(&pki_dir))),
+        Mode::Tls => {
+            let tls = AgentTls { ca: pki_dir.join("ca.pem"), client: None };
+            (server.mqtts.expect("the TLS listener"), Some(tls_config(&tls).unwrap()))
+        }
         _ => (server.mqtt, None),
     };
     let options = move |c: usize| {

@@ -9,14 +9,8 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Roost;
+use common::{add_device, rows_after_stop, Roost};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-
-fn add_device(roost: &Roost, name: &str) -> String {
-    let (ok, out, err) = roost.cli(&["device", "add", name]);
-    assert!(ok, "{err}");
-    out.lines().last().unwrap().trim().to_owned()
-}
 
 /// One QoS 1 publish with mosquitto_pub as `device`: (exit success, stderr).
 fn mosquitto_pub(addr: SocketAddr, version: &str, device: &str, secret: &str, topic: &str) -> (bool, String) {
@@ -33,18 +27,6 @@ async fn metric(roost: &Roost, device: &str) -> u64 {
     let text = reqwest::get(roost.url("/metrics")).await.unwrap().text().await.unwrap();
     let prefix = format!("roost_device_refusals_total{{device=\"{device}\"}} ");
     text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.parse().unwrap())
-}
-
-/// Stops `roost` and counts the rows of each device.
-fn rows_after_stop(roost: Roost, devices: &[&str]) -> Vec<i64> {
-    let db = roost.dir.join("roost.db");
-    let (status, log) = roost.stop_with_log();
-    assert!(status.success(), "{log}");
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let count = |d: &&str| {
-        conn.query_row("SELECT count(*) FROM env WHERE device = ?1", [d], |r| r.get(0)).unwrap_or(0)
-    };
-    devices.iter().map(count).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

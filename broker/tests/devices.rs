@@ -8,16 +8,8 @@ use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{count, mosquitto_pub, Roost};
+use common::{add_device, count, mosquitto_pub, Roost};
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet};
-
-/// Adds a device with the CLI; its secret (the last line printed).
-fn add_device(roost: &Roost, name: &str) -> String {
-    let (ok, out, err) = roost.cli(&["device", "add", name]);
-    assert!(ok, "{err}");
-    assert!(out.contains(&format!("username \"{name}\"")), "{out}");
-    out.lines().last().unwrap().trim().to_owned()
-}
 
 /// `mosquitto_pub` at QoS 1 as `device`; panics unless it succeeds.
 fn publish_as(addr: SocketAddr, device: &str, secret: &str, topic: &str, payload: &str) {

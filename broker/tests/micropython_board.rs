@@ -202,9 +202,7 @@ async fn micropython_client_connects_over_tls_with_its_certificate() {
     let roost = Roost::start(data.path(), Some(&config));
     let (ok, _, err) = roost.cli(&["device", "add", "mpy-tls"]);
     assert!(ok, "{err}");
-    let rt: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.path().join("runtime.json")).unwrap()).unwrap();
-    let server = rt["mqtts"].as_str().unwrap().to_owned();
+    let server = roost.mqtts.expect("the TLS listener").to_string();
     let env = [
         ("ROOST_BOARD_SERVER", server.as_str()),
         ("ROOST_BOARD_CA_FILE", &file("ca.der")),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::boards::{cli, text, wait_boards, Agent};
-use common::{Roost, ROOST};
+use common::{add_device, rows_after_stop, Roost, ROOST};
 
 /// `roost tls init` in `dir` for 127.0.0.1 and localhost, and a certificate for each device.
 fn pki(dir: &Path, devices: &[&str]) -> PathBuf {
@@ -26,13 +26,6 @@ fn pki(dir: &Path, devices: &[&str]) -> PathBuf {
     dir.to_owned()
 }
 
-/// The MQTT-over-TLS address in the running server's `runtime.json`.
-fn mqtts(roost: &Roost) -> SocketAddr {
-    let rt: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(roost.dir.join("runtime.json")).unwrap()).unwrap();
-    rt["mqtts"].as_str().expect("runtime.json names the tls listener").parse().unwrap()
-}
-
 /// Publishes one QoS 1 message with mosquitto_pub and `args`; whether it was acknowledged, and
 /// what mosquitto_pub said.
 fn publish(addr: SocketAddr, args: &[&str], topic: &str, payload: &str) -> (bool, String) {
@@ -43,12 +36,6 @@ fn publish(addr: SocketAddr, args: &[&str], topic: &str, payload: &str) -> (bool
         .output()
         .expect("mosquitto_pub not found: run `make services`");
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn device_secret(roost: &Roost, name: &str) -> String {
-    let (ok, out, err) = roost.cli(&["device", "add", name]);
-    assert!(ok, "{err}");
-    out.lines().last().unwrap().trim().to_owned()
 }
 
 fn path(p: &Path) -> &str {
@@ -66,8 +53,8 @@ fn mqtt_over_tls_takes_device_credentials_and_refuses_plain_and_untrusted_connec
         path(&pki.join("server.key"))
     );
     let roost = Roost::start(&dir.path().join("data"), Some(&config));
-    let tls = mqtts(&roost);
-    let secret = device_secret(&roost, "pw-1");
+    let tls = roost.mqtts.expect("the TLS listener");
+    let secret = add_device(&roost, "pw-1");
 
     let creds = ["-i", "pw-1", "-u", "pw-1", "-P", &secret];
     let with_ca = [&creds[..], &["--cafile", path(&ca)]].concat();
@@ -93,18 +80,7 @@ fn mqtt_over_tls_takes_device_credentials_and_refuses_plain_and_untrusted_connec
     assert!(!publish(tls, &creds, "devices/pw-1/env", r#"{"t":5}"#).0, "plain MQTT on the TLS port");
     assert!(!publish(roost.mqtt, &with_ca, "devices/pw-1/env", r#"{"t":6}"#).0, "TLS on the plain port");
 
-    assert_eq!(stopped_rows(roost, &["pw-1"]), [2], "exactly the two accepted messages are stored");
-}
-
-/// Stops `roost` and counts each device's rows.
-fn stopped_rows(roost: Roost, devices: &[&str]) -> Vec<i64> {
-    let db = roost.dir.join("roost.db");
-    let (status, log) = roost.stop_with_log();
-    assert!(status.success(), "{log}");
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let count =
-        |d: &&str| conn.query_row("SELECT count(*) FROM env WHERE device = ?1", [d], |r| r.get(0)).unwrap();
-    devices.iter().map(count).collect()
+    assert_eq!(rows_after_stop(roost, &["pw-1"]), [2], "exactly the two accepted messages are stored");
 }
 
 /// A second CA, of someone else, with a certificate for a device named like ours.
@@ -124,8 +100,8 @@ fn device_certificates_name_the_device_and_strangers_certificates_are_refused() 
         path(&pki.join("ca.pem"))
     );
     let roost = Roost::start(&dir.path().join("data"), Some(&config));
-    let tls = mqtts(&roost);
-    device_secret(&roost, "sensor-1");
+    let tls = roost.mqtts.expect("the TLS listener");
+    add_device(&roost, "sensor-1");
     let ca = pki.join("ca.pem");
     let cert = |pki: &Path, name: &str| {
         let dev = pki.join("devices");
@@ -169,7 +145,7 @@ fn device_certificates_name_the_device_and_strangers_certificates_are_refused() 
 
     assert!(roost.log_text().contains("the client certificate's common name is no registered device"));
     assert_eq!(
-        stopped_rows(roost, &["sensor-1", "sensor-2"]),
+        rows_after_stop(roost, &["sensor-1", "sensor-2"]),
         [1, 0],
         "only the one accepted message is stored"
     );
@@ -242,9 +218,9 @@ async fn a_board_agent_connects_over_tls_with_its_certificate_and_runs_commands(
         path(&ca),
     );
     let roost = Roost::start(&dir.path().join("data"), Some(&config));
-    device_secret(&roost, "b-1");
+    add_device(&roost, "b-1");
     let (cert, key) = (pki.join("devices/b-1.pem"), pki.join("devices/b-1.key"));
-    let server = mqtts(&roost).to_string();
+    let server = roost.mqtts.expect("the TLS listener").to_string();
     let args =
         ["--server", &server, "--ca-file", path(&ca), "--cert-file", path(&cert), "--key-file", path(&key)];
     let _agent = Agent::start_at(&dir.path().join("b-1"), "b-1", &args);

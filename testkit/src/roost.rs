@@ -84,6 +84,7 @@ impl<'a> Launch<'a> {
             bin: self.bin.to_owned(),
             dir: dir.to_owned(),
             mqtt: unset,
+            mqtts: None,
             api: unset,
             token: String::new(),
             log,
@@ -98,6 +99,7 @@ impl<'a> Launch<'a> {
                 if rt["pid"].as_u64() == Some(roost.child.id() as u64) {
                     roost.mqtt = rt["mqtt"].as_str().unwrap().parse().unwrap();
                     roost.api = rt["api"].as_str().unwrap().parse().unwrap();
+                    roost.mqtts = rt["mqtts"].as_str().map(|a| a.parse().unwrap());
                     roost.token = std::fs::read_to_string(dir.join("admin.token")).unwrap().trim().to_owned();
                     return Ok(roost);
                 }
@@ -120,6 +122,8 @@ pub struct Roost {
     pub dir: PathBuf,
     /// Where its MQTT listener listens.
     pub mqtt: std::net::SocketAddr,
+    /// Where its MQTT-over-TLS listener listens, when it has one (`[mqtt.tls]`).
+    pub mqtts: Option<std::net::SocketAddr>,
     /// Where its admin API listens.
     pub api: std::net::SocketAddr,
     /// The admin API token it wrote to `admin.token`.

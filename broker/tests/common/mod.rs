@@ -150,3 +150,23 @@ pub async fn publish_until_disconnected(addr: SocketAddr, client_id: String, top
     sender.abort();
     acked
 }
+
+/// Adds a device with the CLI; its secret (the last line printed).
+pub fn add_device(roost: &Roost, name: &str) -> String {
+    let (ok, out, err) = roost.cli(&["device", "add", name]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("username \"{name}\"")), "{out}");
+    out.lines().last().unwrap().trim().to_owned()
+}
+
+/// Stops `roost` (cleanly) and counts each device's rows in the default SQLite sink's `env`.
+pub fn rows_after_stop(roost: Roost, devices: &[&str]) -> Vec<i64> {
+    let db = roost.dir.join("roost.db");
+    let (status, log) = roost.stop_with_log();
+    assert!(status.success(), "{log}");
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let count = |d: &&str| {
+        conn.query_row("SELECT count(*) FROM env WHERE device = ?1", [d], |r| r.get(0)).unwrap_or(0)
+    };
+    devices.iter().map(count).collect()
+}
