@@ -205,7 +205,10 @@ async fn a_stop_while_clients_publish_keeps_every_acknowledged_message() {
             ))
         })
         .collect();
-    roost.wait_status("traffic flowing", |s| s["messages_in"].as_u64().unwrap() > 3000).await;
+    // Written records were spooled first, and their PUBACKs sent then: waiting for messages_in
+    // alone would race the acknowledgements still held back for the disk (up to the clients'
+    // in-flight windows).
+    roost.wait_status("traffic flowing", |s| s["sinks"][0]["records_written"].as_u64().unwrap() > 3000).await;
     let db_path = roost.dir.join("roost.db");
     let status = roost.stop();
     assert!(status.success(), "roost exit: {status}");
