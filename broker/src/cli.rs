@@ -1,5 +1,5 @@
 //! The `roost` command line: `serve`, `status`, `stop`, `config check`, `processor ...` (in
-//! `processors::cli`), `board ...` (in `boards::cli`) and `device ...` (in `devices::cli`). Client commands find
+//! `processors::cli`), `board ...` (in `boards::cli`) and `device ...` (in `devices::cli`), `grafana` (in `grafana`). Client commands find
 //! the running server through the data directory (its token and `runtime.json`).
 
 use std::path::{Path, PathBuf};
@@ -80,6 +80,8 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::devices::cli::DeviceCommand,
     },
+    /// Grafana provisioning for this configuration: datasources, dashboards, a scrape job.
+    Grafana(crate::grafana::GrafanaArgs),
     /// Certificates for TLS: a private CA and server certificate, device certificates.
     Tls {
         #[command(subcommand)]
@@ -147,6 +149,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Device { command } => {
             let settings = cli.settings(Overrides::default())?;
             crate::devices::cli::run(command, &settings)
+        }
+        Command::Grafana(args) => {
+            let settings = cli.settings(Overrides::default())?;
+            crate::grafana::run(args, &settings)
         }
         Command::Tls { command } => crate::tls::run(command),
     }

@@ -29,6 +29,7 @@ pub mod config;
 pub mod datadir;
 pub mod deadletter;
 pub mod devices;
+pub mod grafana;
 pub mod ingest;
 pub mod mqtt;
 pub mod output;

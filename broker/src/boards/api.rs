@@ -73,6 +73,17 @@ impl ApiFeature for BoardsApi {
             "event",
             self.0.counters.snapshot(),
         );
+        let (states, pending) = self.0.state_counts();
+        let mut boards = crate::prometheus::family(
+            out,
+            "roost_boards",
+            crate::prometheus::Kind::Gauge,
+            "Approved boards by state, and boards waiting for approval (state=\"pending\").",
+        );
+        for (state, n) in states {
+            boards.sample(&[("state", state.as_str())], n as f64);
+        }
+        boards.sample(&[("state", "pending")], pending as f64);
     }
 }
 

@@ -151,6 +151,23 @@ impl BoardService {
         self.lock().reg.boards.values().cloned().collect()
     }
 
+    /// How many approved boards are in each state (every state, zeros included), and how many
+    /// wait for approval.
+    pub fn state_counts(&self) -> (Vec<(ListedState, usize)>, usize) {
+        let inner = self.lock();
+        let states = [
+            ListedState::Idle,
+            ListedState::Busy,
+            ListedState::Offline,
+            ListedState::Unsupported,
+            ListedState::BadStatus,
+        ];
+        let counts = states
+            .map(|state| (state, inner.reg.boards.values().filter(|b| b.state == state).count()))
+            .to_vec();
+        (counts, inner.reg.pending.len())
+    }
+
     /// Boards that connected but are not approved yet.
     pub fn scan(&self) -> Vec<BoardEntry> {
         self.lock().reg.pending.values().cloned().collect()
