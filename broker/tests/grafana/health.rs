@@ -1,4 +1,4 @@
-//! The health dashboard: what a real Roost's `/metrics` said, scraped twice and stored in
+//! The health dashboard: what a real Roost (with a processor) said on `/metrics`, scraped twice and stored in
 //! VictoriaMetrics (a PromQL server) under an `instance` label of this test's own, and every
 //! panel's PromQL run on it as Grafana would, with `$instance` and `$__rate_interval` expanded.
 
@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use roost_testkit::{env_url, unique, victoria, Launch};
+use roost_testkit::{env_url, examples, unique, victoria, Launch};
 use serde_json::Value;
 
 /// `text` (Prometheus exposition) with every sample stamped at `ms`.
@@ -16,11 +16,23 @@ fn stamped(text: &str, ms: i64) -> String {
         .collect()
 }
 
+/// A pipeline through the Celsius example processor (which fails on a payload that is not
+/// JSON), so the processor panel has something to show.
+const CONFIG: &str = r#"
+[[pipelines]]
+name = "proc"
+topics = ["devices/#"]
+sinks = ["sqlite"]
+processor = "c2f"
+"#;
+
+/// `n` readings and one payload the processor fails on.
 fn publish(roost: &roost_testkit::Roost, n: usize) {
-    for i in 0..n {
+    let payloads = (0..n).map(|i| format!("{{\"temperature\": {i}}}")).chain(["not json".to_owned()]);
+    for payload in payloads {
         let ok = Command::new("mosquitto_pub")
             .args(["-h", &roost.mqtt.ip().to_string(), "-p", &roost.mqtt.port().to_string(), "-q", "1"])
-            .args(["-t", "devices/kitchen/env", "-m", &format!("{{\"temp\": {i}}}")])
+            .args(["-t", "devices/kitchen/env", "-m", &payload])
             .status()
             .unwrap();
         assert!(ok.success());
@@ -31,10 +43,20 @@ fn publish(roost: &roost_testkit::Roost, n: usize) {
 async fn every_health_panel_answers_from_what_roost_exported() {
     let vm = env_url("ROOST_TEST_VICTORIAMETRICS_URL");
     let dir = tempfile::tempdir().unwrap();
-    let roost = Launch::new(env!("CARGO_BIN_EXE_roost")).start(dir.path());
+    let roost = Launch::new(env!("CARGO_BIN_EXE_roost")).config(Some(CONFIG)).start(dir.path());
     let instance = unique("roost");
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
     let client = reqwest::Client::new();
+    let module = std::fs::read(examples::rust("celsius-to-fahrenheit")).unwrap();
+    let resp = client
+        .put(roost.url("/api/v1/processors/c2f"))
+        .bearer_auth(&roost.token)
+        .header("content-type", "application/wasm")
+        .body(module)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     // Two scrapes a minute apart (in the samples' time), with messages in between.
     for (round, at) in [(1, now - 120), (2, now - 60)] {
         publish(&roost, 5);
@@ -90,9 +112,9 @@ async fn every_health_panel_answers_from_what_roost_exported() {
         match title {
             "Messages in" | "Dead letters" => ("", BTreeSet::from([""])),
             "MQTT connections" => ("instance", BTreeSet::from([instance.as_str()])),
-            t if t.ends_with("per pipeline") => ("pipeline", BTreeSet::from(["default"])),
+            t if t.ends_with("per pipeline") => ("pipeline", BTreeSet::from(["proc"])),
             t if t.ends_with("per sink") => ("sink", BTreeSet::from(["sqlite"])),
-            "Processor errors" => ("processor", BTreeSet::new()),
+            "Processor errors" => ("processor", BTreeSet::from(["c2f"])),
             "Boards by state" => {
                 ("state", BTreeSet::from(["idle", "busy", "offline", "unsupported", "bad_status", "pending"]))
             }
@@ -114,8 +136,8 @@ async fn every_health_panel_answers_from_what_roost_exported() {
             let got: BTreeSet<&str> =
                 result.iter().map(|s| s["metric"][label].as_str().unwrap_or("")).collect();
             if got == want {
-                if title == "Messages in" {
-                    // 5 messages between two samples a minute apart.
+                if title == "Messages in" || title == "Processor errors" {
+                    // 6 messages, one failing the processor, between two samples a minute apart.
                     let rate: f64 = result[0]["value"][1].as_str().unwrap().parse().unwrap();
                     assert!(rate > 0.0, "{title}: {answer}");
                 }
