@@ -33,6 +33,10 @@ pub struct GrafanaArgs {
     /// The Prometheus server that scrapes Roost's /metrics, as Grafana reaches it.
     #[arg(long, value_name = "URL", default_value = "http://localhost:9090")]
     pub prometheus_url: String,
+    /// Roost's admin API as Prometheus reaches it (HOST:PORT), for the scrape job; default: the
+    /// API's listen address (127.0.0.1 for an address that listens on every interface).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub scrape_target: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -90,16 +94,23 @@ pub fn generate(settings: &Settings, args: &GrafanaArgs) -> Result<Vec<OutFile>,
         let text = serde_json::to_string_pretty(&dashboard).unwrap_or_default() + "\n";
         files.push(OutFile { path: Path::new("dashboards").join(name), text });
     }
-    files.push(OutFile { path: "prometheus.yml".into(), text: scrape_config(settings) });
+    files.push(OutFile { path: "prometheus.yml".into(), text: scrape_config(settings, args) });
     Ok(files)
 }
 
 /// A Prometheus scrape job for Roost's `/metrics` (no token needed).
-fn scrape_config(settings: &Settings) -> String {
+fn scrape_config(settings: &Settings, args: &GrafanaArgs) -> String {
+    let target = args.scrape_target.clone().unwrap_or_else(|| {
+        let mut addr = settings.api.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        addr.to_string()
+    });
     let mut job = serde_json::json!({
         "job_name": "roost",
         "scrape_interval": "15s",
-        "static_configs": [{ "targets": [settings.api.listen.to_string()] }],
+        "static_configs": [{ "targets": [target] }],
     });
     if let Some(tls) = &settings.api.tls {
         job["scheme"] = "https".into();
