@@ -1,6 +1,7 @@
-//! The `roost` command line: `serve`, `status`, `stop`, `config check`, `processor ...` (in
-//! `processors::cli`), `board ...` (in `boards::cli`) and `device ...` (in `devices::cli`). Client commands find
-//! the running server through the data directory (its token and `runtime.json`).
+//! The `roost` command line: `serve`, `status`, `stop`, `config check`, `export` (in
+//! `export::cli`), `processor ...` (in `processors::cli`), `board ...` (in `boards::cli`) and
+//! `device ...` (in `devices::cli`). Client commands find the running server through the data
+//! directory (its token and `runtime.json`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -80,6 +81,8 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::devices::cli::DeviceCommand,
     },
+    /// Export a sink's records as CSV, JSON lines or a zip, reading its database directly.
+    Export(crate::export::cli::ExportArgs),
     /// Certificates for TLS: a private CA and server certificate, device certificates.
     Tls {
         #[command(subcommand)]
@@ -147,6 +150,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Device { command } => {
             let settings = cli.settings(Overrides::default())?;
             crate::devices::cli::run(command, &settings)
+        }
+        Command::Export(args) => {
+            let settings = cli.settings(Overrides::default())?;
+            crate::export::cli::run(args, &settings)
         }
         Command::Tls { command } => crate::tls::run(command),
     }
