@@ -1,7 +1,8 @@
 //! Reading a PostgreSQL/TimescaleDB sink's tables back (`roost export`): tables of the sink's
 //! schema whose names start with its `table_prefix` and whose first columns are `time` and
-//! `device` are measurements. Rows are read through a portal (a server-side cursor) a page at
-//! a time, inside a read-only transaction, so memory stays constant however large the table.
+//! `device` are measurements. Rows are read through a cursor (`DECLARE ... CURSOR`, on the
+//! server) a page at a time, inside a read-only transaction, so memory stays constant however
+//! large the table.
 //!
 //! Times are `timestamptz`: microseconds. Columns read back with their stored types (`bigint`,
 //! `double precision`, `boolean`, `text`); a column of another type (added by hand) is read as
@@ -12,11 +13,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use roost_core::FieldValue;
-use tokio_postgres::types::{FromSql, ToSql, Type};
-use tokio_postgres::{Client, NoTls, Portal, Transaction};
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::{Client, NoTls, Transaction};
 
 use super::config::PostgresConfig;
-use super::schema::{describe, quote, PgTime, PG_EPOCH_US};
+use super::schema::{describe, quote, PG_EPOCH_US};
 use super::sink::tls_config;
 use crate::export::{batched, Cursor, ExportError, OpenSource, Precision, Query, Row, Rows, Source};
 use crate::names::{DEVICE, TIME};
@@ -134,34 +135,38 @@ impl Source for PostgresSource {
         }
         let mut sql =
             format!("SELECT {} FROM {}.{} WHERE true", select.join(", "), quote(&self.schema), quote(&table));
-        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = Vec::new();
-        // A bound `PgTime` is the time in µs rounded down: rounded up, `from` keeps its meaning.
-        let from_us = query.from_in(1000).map(|us| PgTime(us * 1000));
-        let to_us = query.to_in(1000).map(|us| PgTime(us * 1000));
-        if let Some(t) = &from_us {
-            params.push((t, Type::TIMESTAMPTZ));
-            sql.push_str(&format!(" AND {} >= ${}", quote(TIME), params.len()));
+        // Values are written into the cursor's query (DECLARE takes no parameters): times as
+        // whole microseconds (exact), devices as escaped literals.
+        let at = |us: i64| format!("('epoch'::timestamptz + {us} * interval '1 microsecond')");
+        if let Some(us) = query.from_in(1000) {
+            sql.push_str(&format!(" AND {} >= {}", quote(TIME), at(us)));
         }
-        if let Some(t) = &to_us {
-            params.push((t, Type::TIMESTAMPTZ));
-            sql.push_str(&format!(" AND {} < ${}", quote(TIME), params.len()));
+        if let Some(us) = query.to_in(1000) {
+            sql.push_str(&format!(" AND {} < {}", quote(TIME), at(us)));
         }
         if !query.devices.is_empty() {
-            params.push((&query.devices, Type::TEXT_ARRAY));
-            sql.push_str(&format!(" AND {} = ANY(${})", quote(DEVICE), params.len()));
+            let list: Vec<String> = query.devices.iter().map(|d| literal(d)).collect();
+            sql.push_str(&format!(" AND {} IN ({})", quote(DEVICE), list.join(", ")));
         }
         sql.push_str(&format!(" ORDER BY {}, {}", quote(TIME), quote(DEVICE)));
         let kind = self.kind;
         let fail = move |e: tokio_postgres::Error| {
             ExportError::Unavailable(format!("{kind} sink: reading {table}: {}", describe(&e)))
         };
+        // A cursor (on the server, in a read-only transaction) fetched a page at a time with
+        // unnamed statements: PGlite keeps named statements across connections, so a portal's
+        // statement would clash with the next export's.
         let tx = self.client.build_transaction().read_only(true).start().await.map_err(fail.clone())?;
-        let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
-        let stmt = tx.prepare_typed(&sql, &types).await.map_err(fail.clone())?;
-        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
-        let portal = tx.bind(&stmt, &values).await.map_err(fail.clone())?;
-        Ok(batched(PgCursor { tx, portal, kinds, fail: Box::new(fail), done: false }))
+        tx.batch_execute(&format!("DECLARE roost_export NO SCROLL CURSOR FOR {sql}"))
+            .await
+            .map_err(fail.clone())?;
+        Ok(batched(PgCursor { tx: Some(tx), kinds, fail: Box::new(fail) }))
     }
+}
+
+/// A string literal that means the same whatever `standard_conforming_strings` says.
+fn literal(s: &str) -> String {
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// How a column is read.
@@ -194,22 +199,23 @@ impl ColKind {
 }
 
 struct PgCursor<'a> {
-    tx: Transaction<'a>,
-    portal: Portal,
+    /// Committed (which closes the cursor) as soon as the last page is read: PGlite keeps a
+    /// transaction left open by a connection that went away.
+    tx: Option<Transaction<'a>>,
     kinds: Vec<(Arc<str>, ColKind)>,
     fail: Box<dyn Fn(tokio_postgres::Error) -> ExportError + Send + Sync>,
-    done: bool,
 }
 
 #[async_trait]
 impl Cursor for PgCursor<'_> {
     async fn next_batch(&mut self) -> Result<Option<Vec<Row>>, ExportError> {
-        if self.done {
-            return Ok(None);
-        }
-        let rows = self.tx.query_portal(&self.portal, PAGE).await.map_err(&self.fail)?;
+        let Some(tx) = &self.tx else { return Ok(None) };
+        let fetch = format!("FETCH {PAGE} FROM roost_export");
+        let rows = tx.query_typed(&fetch, &[]).await.map_err(&self.fail)?;
         if rows.len() < PAGE as usize {
-            self.done = true;
+            if let Some(tx) = self.tx.take() {
+                tx.commit().await.map_err(&self.fail)?;
+            }
         }
         if rows.is_empty() {
             return Ok(None);
@@ -257,5 +263,15 @@ impl<'a> FromSql<'a> for ReadTime {
 
     fn accepts(ty: &Type) -> bool {
         *ty == Type::TIMESTAMPTZ || *ty == Type::TIMESTAMP
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(literal("it's a\\b"), "E'it\\'s a\\\\b'");
     }
 }
