@@ -28,6 +28,9 @@ use crate::config::SinkSpec;
 /// Bytes gathered before they are handed to the output.
 const CHUNK: usize = 256 * 1024;
 
+/// Encoded rows gathered before they are written on (to the zip's compressor or the chunk).
+const BLOCK: usize = 64 * 1024;
+
 /// Rows between two progress reports.
 const PROGRESS_EVERY: u64 = 4096;
 
@@ -234,20 +237,28 @@ impl Export {
         progress(m, 0);
         let mut rows = self.source.rows(m, &query).await.map_err(failed)?;
         let mut n = 0_u64;
+        // Rows are encoded into `buf` and handed to `dest` (the zip's compressor) in blocks:
+        // a write per row would go through every layer of the zip writer.
+        let mut buf = Vec::with_capacity(BLOCK + 4096);
         while let Some(row) = rows.next().await {
             let row = row.map_err(failed)?;
             match &mut csv {
-                Some(csv) => csv.write(&row, dest)?,
-                None => encode::jsonl(m, &row, precision, dest)?,
+                Some(csv) => csv.write(&row, &mut buf)?,
+                None => encode::jsonl(m, &row, precision, &mut buf)?,
             }
             n += 1;
             if n.is_multiple_of(PROGRESS_EVERY) {
                 progress(m, n);
             }
-            if pipe.len() >= CHUNK {
-                out.send(pipe.take()).await?;
+            if buf.len() >= BLOCK {
+                dest.write_all(&buf)?;
+                buf.clear();
+                if pipe.len() >= CHUNK {
+                    out.send(pipe.take()).await?;
+                }
             }
         }
+        dest.write_all(&buf)?;
         progress(m, n);
         let mut names = vec!["time".to_owned(), "device".to_owned()];
         names.extend(columns);
