@@ -1,6 +1,7 @@
-//! The `roost` command line: `serve`, `status`, `stop`, `config check`, `processor ...` (in
-//! `processors::cli`), `board ...` (in `boards::cli`) and `device ...` (in `devices::cli`), `grafana` (in `grafana`). Client commands find
-//! the running server through the data directory (its token and `runtime.json`).
+//! The `roost` command line: `serve`, `status`, `stop`, `config check`, `export` (in
+//! `export::cli`), `grafana` (in `grafana`), `processor ...` (in `processors::cli`), `board ...`
+//! (in `boards::cli`) and `device ...` (in `devices::cli`). Client commands find the running
+//! server through the data directory (its token and `runtime.json`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -82,6 +83,8 @@ pub enum Command {
     },
     /// Grafana provisioning for this configuration: datasources, dashboards, a scrape job.
     Grafana(crate::grafana::GrafanaArgs),
+    /// Export a sink's records as CSV, JSON lines or a zip, reading its database directly.
+    Export(crate::export::cli::ExportArgs),
     /// Certificates for TLS: a private CA and server certificate, device certificates.
     Tls {
         #[command(subcommand)]
@@ -153,6 +156,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Grafana(args) => {
             let settings = cli.settings(Overrides::default())?;
             crate::grafana::run(args, &settings)
+        }
+        Command::Export(args) => {
+            let settings = cli.settings(Overrides::default())?;
+            crate::export::cli::run(args, &settings)
         }
         Command::Tls { command } => crate::tls::run(command),
     }

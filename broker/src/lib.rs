@@ -20,6 +20,8 @@
 //! - [`processors`]: WebAssembly processors in the server (`/api/v1/processors`, `roost processor`).
 //! - [`boards`]: the board command service (registry, requests, `/api/v1/boards`, `roost board`).
 //! - [`devices`]: device credentials (`/api/v1/devices`, `roost device`) and who may connect as whom.
+//! - [`export`]: a sink's records streamed out as CSV, JSON lines or a zip (`roost export`,
+//!   `/api/v1/export`).
 
 pub mod api;
 pub mod boards;
@@ -29,6 +31,7 @@ pub mod config;
 pub mod datadir;
 pub mod deadletter;
 pub mod devices;
+pub mod export;
 pub mod grafana;
 pub mod ingest;
 pub mod mqtt;

@@ -27,6 +27,7 @@ use crate::deadletter::api::{DeadLetterApi, Replay, Targets};
 use crate::deadletter::DeadLetters;
 use crate::devices::api::DevicesApi;
 use crate::devices::Devices;
+use crate::export::api::ExportApi;
 use crate::ingest::Ingest;
 use crate::mqtt::{Broker, ListenerConfig, TlsListenerConfig};
 use crate::pipeline::{PipelineActor, Stage};
@@ -146,6 +147,11 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
             Arc::new(BoardsApi(boards.clone())),
             Arc::new(ProcessorsApi(processors)),
             Arc::new(DevicesApi(devices.clone())),
+            Arc::new(ExportApi {
+                sinks: settings.sink_specs().to_vec(),
+                ctx: ctx.clone(),
+                runtime: tokio::runtime::Handle::current(),
+            }),
         ],
     });
     let api_tls = match &settings.api.tls {

@@ -10,11 +10,14 @@
 //!   behind a cargo feature and holding the same files: `mod.rs` (what the kind is, what it
 //!   exports), `config.rs` (serde, `deny_unknown_fields`, the [`SinkConfig`] impl: validation
 //!   without I/O), `sink.rs` (the [`Sink`] and [`OpenSink`] impls), `schema.rs` (type and
-//!   identifier mapping). Unit tests sit beside the code they test (`#[cfg(test)] mod tests`).
+//!   identifier mapping), `export.rs` (reading the records back: [`export::OpenSource`]).
+//!   Unit tests sit beside the code they test (`#[cfg(test)] mod tests`).
 //!   A folder also has `tests.rs` when it tests the sink's internals against the real database
 //!   (`sqlite/`: real files; `influxdb/`: the HTTP answers the conformance suite cannot provoke);
 //!   tests through the public interface, for every database, live in `connectors/tests/` (the
 //!   conformance suite, the SQL sinks, PostgreSQL TLS, the documented queries).
+//! - [`export`]: the read side every kind has too (`roost export`): a query, rows in time order,
+//!   streamed in constant memory; each folder's `export.rs` implements it.
 //! - `sql` and `replay`: what the typed SQL sinks (postgres, mysql) share: the schema policy and
 //!   the write path, and writing a batch at its spool [`Position`] with its checkpoint.
 //!
@@ -26,6 +29,7 @@
 //! batch's [`Position`] ([`Sink::write_at`]), it keeps a replay of that batch from being stored
 //! twice where the database allows ([`Sink::replay_safety`]).
 
+pub mod export;
 #[cfg(feature = "influxdb")]
 pub mod influxdb;
 #[cfg(feature = "mongodb")]

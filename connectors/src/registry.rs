@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::export::{ExportError, OpenSource, Source};
 use crate::{OpenSink, Sink, SinkConfig, SinkContext, SinkError};
 
 /// Every sink kind this build knows, in the order errors list them.
@@ -37,9 +38,13 @@ pub struct Kind {
     parse: fn(&Value) -> Result<Arc<dyn Options>, serde_json::Error>,
 }
 
-/// The kind `name`: options parsed as `S::Config`, the sink opened by `S`.
+/// The kind `name`: options parsed as `S::Config`, the sink opened by `S`, its database read
+/// back by `S::Config` ([`OpenSource`]).
 #[allow(dead_code)] // in a build without any database feature
-const fn kind<S: OpenSink>(name: &'static str) -> Kind {
+const fn kind<S: OpenSink>(name: &'static str) -> Kind
+where
+    S::Config: OpenSource,
+{
     Kind { name, parse: parse::<S> }
 }
 
@@ -87,6 +92,11 @@ impl SinkOptions {
     pub async fn open(&self, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
         self.config.open(self.kind, ctx).await
     }
+
+    /// Opens the read side of the sink's database (`roost export`), connecting as the sink does.
+    pub async fn open_source(&self, ctx: &SinkContext) -> Result<Box<dyn Source>, ExportError> {
+        self.config.source(self.kind, ctx).await
+    }
 }
 
 impl fmt::Debug for SinkOptions {
@@ -108,6 +118,7 @@ trait Options: Send + Sync {
     fn validate(&self) -> Result<(), SinkError>;
     fn effective(&self) -> Value;
     async fn open(&self, kind: &'static str, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError>;
+    async fn source(&self, kind: &'static str, ctx: &SinkContext) -> Result<Box<dyn Source>, ExportError>;
 }
 
 /// The options of a sink of type `S`.
@@ -117,7 +128,10 @@ struct Typed<S: OpenSink> {
 }
 
 #[async_trait]
-impl<S: OpenSink> Options for Typed<S> {
+impl<S: OpenSink> Options for Typed<S>
+where
+    S::Config: OpenSource,
+{
     fn validate(&self) -> Result<(), SinkError> {
         self.config.validate()
     }
@@ -130,9 +144,16 @@ impl<S: OpenSink> Options for Typed<S> {
     async fn open(&self, kind: &'static str, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
         Ok(Box::new(S::open(self.config.clone(), kind, ctx).await?))
     }
+
+    async fn source(&self, kind: &'static str, ctx: &SinkContext) -> Result<Box<dyn Source>, ExportError> {
+        self.config.open_source(kind, ctx).await
+    }
 }
 
-fn parse<S: OpenSink>(options: &Value) -> Result<Arc<dyn Options>, serde_json::Error> {
+fn parse<S: OpenSink>(options: &Value) -> Result<Arc<dyn Options>, serde_json::Error>
+where
+    S::Config: OpenSource,
+{
     let config = S::Config::deserialize(options)?;
     Ok(Arc::new(Typed::<S> { config, sink: PhantomData }))
 }

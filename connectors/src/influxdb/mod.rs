@@ -5,10 +5,12 @@
 //! ([`sink`]). Schemaless: the device is the tag `device`, tags are tags, fields are fields.
 
 mod config;
+mod export;
 pub mod schema;
 mod sink;
 #[cfg(test)]
 mod tests;
 
 pub use config::{Api, InfluxConfig, StringFields};
+pub use export::InfluxSource;
 pub use sink::InfluxSink;

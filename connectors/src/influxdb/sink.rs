@@ -512,7 +512,7 @@ impl Sink for InfluxSink {
 }
 
 /// The `Authorization` value for HTTP basic authentication (RFC 7617).
-fn basic_auth(user: &str, password: &str) -> String {
+pub(super) fn basic_auth(user: &str, password: &str) -> String {
     format!("Basic {}", BASE64_STANDARD.encode(format!("{user}:{password}")))
 }
 

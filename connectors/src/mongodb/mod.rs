@@ -5,8 +5,10 @@
 //! per collection per batch; a document the server refuses is rejected alone ([`sink`]).
 
 mod config;
+mod export;
 pub mod schema;
 mod sink;
 
 pub use config::MongoConfig;
+pub use export::MongoSource;
 pub use sink::MongoSink;

@@ -4,8 +4,10 @@
 //! prepared `INSERT`s sized under the server's `max_allowed_packet`.
 
 mod config;
+mod export;
 mod schema;
 mod sink;
 
 pub use config::MysqlConfig;
+pub use export::MysqlSource;
 pub use sink::MysqlSink;

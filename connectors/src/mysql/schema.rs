@@ -46,7 +46,7 @@ pub fn datetime(ns: i64) -> Value {
 }
 
 /// Days since 1970-01-01 -> (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(super) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

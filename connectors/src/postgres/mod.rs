@@ -5,8 +5,10 @@
 //! binary `COPY` (default) or multi-row `INSERT` with bound parameters.
 
 mod config;
+mod export;
 mod schema;
 mod sink;
 
 pub use config::{Hypertable, PostgresConfig, WriteMethod};
+pub use export::PostgresSource;
 pub use sink::PostgresSink;

@@ -44,7 +44,7 @@ fn col_type(data_type: &str) -> Option<ColType> {
 }
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
-const PG_EPOCH_US: i64 = 946_684_800_000_000;
+pub const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
 /// A record time (ns since the Unix epoch) as a `timestamptz` (microsecond precision).
 #[derive(Debug, Clone, Copy)]

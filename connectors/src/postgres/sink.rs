@@ -100,7 +100,7 @@ impl PostgresSink {
 }
 
 /// TLS with ring, trusting the public web roots and the configured CA file.
-fn tls_config(config: &PostgresConfig) -> Result<rustls::ClientConfig, SinkError> {
+pub(super) fn tls_config(config: &PostgresConfig) -> Result<rustls::ClientConfig, SinkError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let bad = |m: String| SinkError::Config(format!("postgres sink: {m}"));

@@ -3,10 +3,12 @@
 //! appear).
 
 mod config;
+mod export;
 mod schema;
 mod sink;
 #[cfg(test)]
 mod tests;
 
 pub use config::{SqliteConfig, Synchronous};
+pub use export::SqliteSource;
 pub use sink::SqliteSink;

@@ -13,10 +13,12 @@ pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The SQLite column type for a field value.
+/// The SQLite column type for a field value. Booleans are stored as 0/1 either way; declaring
+/// their column `BOOLEAN` lets `roost export` read them back as booleans.
 pub fn column_type(v: &FieldValue) -> &'static str {
     match v {
-        FieldValue::Int(_) | FieldValue::Bool(_) => "INTEGER",
+        FieldValue::Int(_) => "INTEGER",
+        FieldValue::Bool(_) => "BOOLEAN",
         FieldValue::Float(_) => "REAL",
         FieldValue::Str(_) => "TEXT",
     }

@@ -206,16 +206,13 @@ fn read_zip(file: &str, data: &[u8], limits: Limits) -> Result<BTreeMap<String, 
     let mut out = BTreeMap::new();
     for i in 0..archive.len() {
         let entry = archive.by_index(i).map_err(bad)?;
-        let path = safe_member(file, entry.name())?;
+        let name = entry.name().map_err(bad)?.into_owned();
+        let path = safe_member(file, &name)?;
         if entry.is_dir() || path.is_empty() {
             continue;
         }
         if entry.is_symlink() {
-            return Err(InstallError::Unsafe {
-                file: file.into(),
-                member: entry.name().into(),
-                why: "symbolic link",
-            });
+            return Err(InstallError::Unsafe { file: file.into(), member: name, why: "symbolic link" });
         }
         let size = entry.size();
         let data = budget.take(entry, size)?;
