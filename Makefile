@@ -1,7 +1,7 @@
 # The targets CI runs are exactly these: `.ci/run` calls `make lint` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test lint bench services processors fmt
+.PHONY: run test lint bench services processors fmt deb deb-test
 
 ## Run Roost on its embedded defaults (MQTT 127.0.0.1:1883, admin API 127.0.0.1:8080, SQLite).
 run:
@@ -55,6 +55,21 @@ processors:
 	cd plugins-wasm && $(CARGO) build --release
 	mkdir -p "$(WASM_OUT)/python"
 	bash plugins-wasm/python/build.sh plugins-wasm/python/examples/myt_compat.py "$(WASM_OUT)/python/myt_compat.wasm"
+
+# Where cargo builds to, as cargo does: $CARGO_TARGET_DIR if set, else target/.
+TARGET_DIR = $${CARGO_TARGET_DIR:-target}
+
+## A Debian package (docs/packaging.md): roost and roost-board, the systemd unit, /etc/roost/roost.toml,
+## the roost user and /var/lib/roost; into <target dir>/debian/. Installs cargo-deb if missing.
+deb:
+	$(CARGO) deb --version >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
+	$(CARGO) build --release -p roost -p roost-board
+	$(CARGO) deb -p roost --no-build
+
+## Install the .deb on this machine, run Roost from it as the roost user, publish, find the row,
+## then stop and purge (root; scripts/deb-test.sh says what it changes).
+deb-test:
+	bash scripts/deb-test.sh
 
 fmt:
 	$(CARGO) fmt --all
