@@ -1,7 +1,7 @@
 # The targets CI runs are exactly these: `.ci/run` calls `make lint` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test lint bench services processors fmt deb deb-test
+.PHONY: run test lint bench services processors fmt deb deb-test dist dist-check
 
 ## Run Roost on its embedded defaults (MQTT 127.0.0.1:1883, admin API 127.0.0.1:8080, SQLite).
 run:
@@ -70,6 +70,22 @@ deb:
 ## then stop and purge (root; scripts/deb-test.sh says what it changes).
 deb-test:
 	bash scripts/deb-test.sh
+
+MUSL = x86_64-unknown-linux-musl
+## Static (musl) release binaries of roost and roost-board, and their SHA-256 sums, into dist/;
+## adds the musl target and (apt) musl-tools if they are missing.
+dist:
+	rustup target list --installed | grep -x $(MUSL) >/dev/null || rustup target add $(MUSL)
+	command -v musl-gcc >/dev/null || { apt-get update && apt-get install -y --no-install-recommends musl-tools; }
+	$(CARGO) build --release --target $(MUSL) -p roost -p roost-board
+	mkdir -p dist
+	cp "$(TARGET_DIR)/$(MUSL)/release/roost" "$(TARGET_DIR)/$(MUSL)/release/roost-board" dist/
+	cd dist && sha256sum roost roost-board > SHA256SUMS && cat SHA256SUMS
+
+## Check dist/: sums, static linking, and that both run (and roost stores a message) chroot'ed
+## into a directory holding nothing else (root; scripts/dist-check.sh).
+dist-check:
+	bash scripts/dist-check.sh
 
 fmt:
 	$(CARGO) fmt --all
