@@ -74,18 +74,8 @@ async fn every_health_panel_answers_from_what_roost_exported() {
     }
     roost.stop();
 
-    let out = dir.path().join("grafana");
-    let run = Command::new(env!("CARGO_BIN_EXE_roost"))
-        .args(["--data-dir"])
-        .arg(dir.path())
-        .args(["grafana", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let dashboard: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("dashboards/roost-health.json")).unwrap())
-            .unwrap();
+    let files = super::roost_grafana(dir.path(), None, &["--data-dir", dir.path().to_str().unwrap()]);
+    let dashboard: Value = serde_json::from_str(&files["dashboards/roost-health.json"]).unwrap();
 
     let instance_var = &dashboard["templating"]["list"][0];
     assert_eq!(instance_var["query"]["query"], "label_values(roost_uptime_seconds, instance)");

@@ -184,20 +184,18 @@ async fn connect(kind: &str, options: &Value) -> Db {
     }
 }
 
-/// Runs `roost grafana` with `config` (TOML); returns the output directory's files by path.
-fn roost_grafana(dir: &Path, config: &str) -> BTreeMap<String, String> {
-    let cfg = dir.join("roost.toml");
-    std::fs::write(&cfg, config).unwrap();
+/// Runs `roost grafana` with `config` (TOML, if any) and `args` (its options, and global ones
+/// such as `--data-dir`); returns the files it wrote, by
+/// path under the output directory.
+fn roost_grafana(dir: &Path, config: Option<&str>, args: &[&str]) -> BTreeMap<String, String> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
+    if let Some(config) = config {
+        let cfg = dir.join("roost.toml");
+        std::fs::write(&cfg, config).unwrap();
+        cmd.arg("--config").arg(cfg);
+    }
     let out = dir.join("grafana");
-    let run = Command::new(env!("CARGO_BIN_EXE_roost"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["grafana", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = cmd.args(["grafana", "--out"]).arg(&out).args(args).env_clear().output().unwrap();
     assert!(run.status.success(), "roost grafana: {}", String::from_utf8_lossy(&run.stderr));
     let mut files = BTreeMap::new();
     for sub in ["provisioning/datasources", "provisioning/dashboards", "dashboards", ""] {
@@ -248,7 +246,8 @@ async fn every_panel_of_every_sink_dashboard_returns_what_the_sinks_wrote() {
         table.insert("kind".into(), json!(kind));
         config += &format!("[[sinks]]\n{}\n", toml::to_string(&table).unwrap());
     }
-    let files = roost_grafana(dir.path(), &config);
+    let data_dir = dir.path().join("data");
+    let files = roost_grafana(dir.path(), Some(&config), &["--data-dir", data_dir.to_str().unwrap()]);
 
     // The datasources: one per sink and Prometheus, secrets only as references.
     let text = &files["provisioning/datasources/roost.yaml"];
@@ -345,35 +344,42 @@ async fn check_dashboard(kind: &str, plugin: &str, dashboard: &Value, db: &mut D
     assert_eq!(got, [("garage".into(), 5.0, 7.0), ("kitchen".into(), 23.5, 5.0)], "{kind}: {rows:?}");
 }
 
+/// The files `roost grafana` writes with `config` and `args` are those in `deploy/<shipped>`.
+fn assert_shipped(config: Option<&str>, args: &[&str], shipped: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let files = roost_grafana(dir.path(), config, args);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(shipped);
+    for (rel, text) in &files {
+        let want =
+            std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("deploy/{shipped}/{rel}: {e}"));
+        assert_eq!(
+            text,
+            &want,
+            "deploy/{shipped}/{rel} is out of date: run `roost grafana --out deploy/{shipped} {}` (docs/grafana.md)",
+            args.join(" ")
+        );
+    }
+    assert_eq!(files.len(), 5, "{:?}", files.keys());
+}
+
 #[test]
 fn the_shipped_files_are_what_roost_grafana_writes_for_the_package_defaults() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let run = Command::new(env!("CARGO_BIN_EXE_roost"))
-        .args(["--data-dir", "/var/lib/roost", "grafana", "--out"])
-        .arg(&out)
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana");
-    let mut files = 0;
-    for sub in ["provisioning/datasources", "provisioning/dashboards", "dashboards", ""] {
-        for entry in std::fs::read_dir(out.join(sub)).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                let rel = path.strip_prefix(&out).unwrap();
-                let want = std::fs::read_to_string(shipped.join(rel))
-                    .unwrap_or_else(|e| panic!("deploy/grafana/{}: {e}", rel.display()));
-                assert_eq!(
-                    std::fs::read_to_string(&path).unwrap(),
-                    want,
-                    "deploy/grafana/{} is out of date: run `roost --data-dir /var/lib/roost grafana --out deploy/grafana`",
-                    rel.display()
-                );
-                files += 1;
-            }
-        }
-    }
-    assert_eq!(files, 5);
+    assert_shipped(None, &["--data-dir", "/var/lib/roost"], "grafana");
+}
+
+#[test]
+fn the_compose_files_are_what_roost_grafana_writes_for_the_compose_configuration() {
+    let compose =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/compose.yaml"))
+            .unwrap();
+    let compose = yaml(&compose);
+    // Compose puts the password in; any stands in for it, as only a reference is written.
+    let config =
+        compose["configs"]["roost_toml"]["content"].as_str().unwrap().replace("${POSTGRES_PASSWORD}", "pw");
+    let args = ["--prometheus-url", "http://prometheus:9090", "--scrape-target", "roost:8080"];
+    assert_shipped(Some(&config), &args, "grafana-compose");
+    let volumes = compose["services"]["grafana"]["volumes"].to_string();
+    assert!(volumes.contains("./grafana-compose/provisioning/datasources:"), "{volumes}");
+    let env = &compose["services"]["grafana"]["environment"];
+    assert_eq!(env["ROOST_GRAFANA_PG_PASSWORD"], "${POSTGRES_PASSWORD}");
 }
