@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use roost_connectors::export::{Precision, Row};
+use roost_connectors::export::{civil_from_days, days_from_civil, Precision, Row};
 use roost_core::FieldValue;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -105,27 +105,6 @@ fn unix_seconds(t: &str) -> Option<i64> {
         if frac.is_empty() { 0 } else { frac.parse::<i64>().ok()? * 10_i64.pow(9 - frac.len() as u32) };
     let ns = whole.parse::<i64>().ok()?.checked_mul(NS)?.checked_add(frac)?;
     Some(if neg { -ns } else { ns })
-}
-
-/// Days since 1970-01-01 -> (year, month, day), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let doy = (153 * i64::from((m + 9) % 12) + 2) / 5 + i64::from(d) - 1;
-    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
 }
 
 /// A value as a CSV cell: integers in decimal, floats in their shortest exact form (always

@@ -17,7 +17,7 @@ use roost_core::FieldValue;
 
 use super::config::MysqlConfig;
 use super::schema::{datetime, describe, quote};
-use crate::export::{ExportError, OpenSource, Precision, Query, Row, Rows, Source};
+use crate::export::{days_from_civil, ExportError, OpenSource, Precision, Query, Row, Rows, Source};
 use crate::names::{DEVICE, TIME};
 use crate::{SinkConfig, SinkContext};
 
@@ -160,29 +160,4 @@ fn convert(row: mysql_async::Row, names: &[(Arc<str>, bool)]) -> Result<Row, Exp
         values.push((name.clone(), value));
     }
     Ok(Row { time, device, values })
-}
-
-/// (year, month, day) in the proleptic Gregorian calendar -> days since 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::schema::civil_from_days;
-    use super::*;
-
-    #[test]
-    fn days_and_dates_convert_both_ways() {
-        for days in [-719_468, -1, 0, 1, 11_016, 20_454, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
-        }
-    }
 }

@@ -4,6 +4,7 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::Value;
 
+use crate::export::civil_from_days;
 use crate::sql::{Catalog, Cell, ColType, DbError, Layout};
 use crate::{names, SinkError};
 
@@ -43,20 +44,6 @@ pub fn datetime(ns: i64) -> Value {
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
     Value::Date(y as u16, m as u8, d as u8, (s / 3600) as u8, (s % 3600 / 60) as u8, (s % 60) as u8, micros)
-}
-
-/// Days since 1970-01-01 -> (year, month, day) in the proleptic Gregorian calendar.
-pub(super) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 pub fn value(c: Cell<'_>) -> Value {

@@ -17,7 +17,7 @@ use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, NoTls, Transaction};
 
 use super::config::PostgresConfig;
-use super::schema::{describe, quote, PG_EPOCH_US};
+use super::schema::{self, describe, quote, PG_EPOCH_US};
 use super::sink::tls_config;
 use crate::export::{batched, Cursor, ExportError, OpenSource, Precision, Query, Row, Rows, Source};
 use crate::names::{DEVICE, TIME};
@@ -73,16 +73,7 @@ impl PostgresSource {
 
     /// The table's columns with their `data_type`, in order.
     async fn table_columns(&self, table: &str) -> Result<Vec<(String, String)>, ExportError> {
-        let rows = self
-            .client
-            .query_typed(
-                "SELECT column_name::text, data_type::text FROM information_schema.columns \
-                 WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
-                &[(&self.schema, Type::TEXT), (&table, Type::TEXT)],
-            )
-            .await
-            .map_err(|e| self.failed(&e))?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        schema::table_columns(&self.client, &self.schema, table).await.map_err(|e| self.failed(&e))
     }
 }
 

@@ -155,6 +155,22 @@ impl PgCatalog<'_> {
     }
 }
 
+/// The columns of `schema.table` with their `data_type`, in order (none: no such table).
+pub(super) async fn table_columns(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    let rows = client
+        .query_typed(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+            &[(&schema, Type::TEXT), (&table, Type::TEXT)],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 impl Catalog for PgCatalog<'_> {
     async fn load(&mut self, table: &str) -> Result<Option<Layout>, SinkError> {
         let found = self
@@ -168,16 +184,7 @@ impl Catalog for PgCatalog<'_> {
             .map_err(|e| unavailable(&e))?;
         let Some(row) = found.first() else { return Ok(None) };
         let name: String = row.get(0);
-        let rows = self
-            .client
-            .query_typed(
-                "SELECT column_name::text, data_type::text FROM information_schema.columns \
-                 WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
-                &[(&self.schema, Type::TEXT), (&name, Type::TEXT)],
-            )
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let columns: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let columns = table_columns(self.client, self.schema, &name).await.map_err(|e| unavailable(&e))?;
         let starts_right =
             columns.first().is_some_and(|(c, t)| c == names::TIME && t.starts_with("timestamp"))
                 && columns.get(1).is_some_and(|(c, _)| c == names::DEVICE);
