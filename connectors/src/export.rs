@@ -74,6 +74,15 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
 }
 
+/// The measurements among a database's table (or measurement, or collection) `names`: those
+/// that start with the sink's `prefix`, without it (a name that is only the prefix is none).
+pub(crate) fn unprefixed<S: AsRef<str>>(names: impl IntoIterator<Item = S>, prefix: &str) -> Vec<String> {
+    names
+        .into_iter()
+        .filter_map(|n| n.as_ref().strip_prefix(prefix).filter(|m| !m.is_empty()).map(str::to_owned))
+        .collect()
+}
+
 /// The time precision a database keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {

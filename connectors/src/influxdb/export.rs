@@ -23,7 +23,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::config::{Api, InfluxConfig};
-use crate::export::{batched, Cursor, ExportError, Names, OpenSource, Precision, Query, Row, Rows, Source};
+use crate::export::{
+    batched, unprefixed, Cursor, ExportError, Names, OpenSource, Precision, Query, Row, Rows, Source,
+};
 use crate::names::DEVICE;
 use crate::{SinkConfig, SinkContext};
 
@@ -259,11 +261,7 @@ impl Source for InfluxSource {
 
     async fn measurements(&mut self) -> Result<Vec<String>, ExportError> {
         let names = Self::first_column(self.small("SHOW MEASUREMENTS").await?);
-        let mut out: Vec<String> = names
-            .into_iter()
-            .filter_map(|n| n.strip_prefix(&self.prefix).map(str::to_owned))
-            .filter(|n| !n.is_empty())
-            .collect();
+        let mut out = unprefixed(names, &self.prefix);
         out.sort();
         Ok(out)
     }

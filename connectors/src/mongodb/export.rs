@@ -19,7 +19,7 @@ use mongodb::Client;
 use roost_core::FieldValue;
 
 use super::config::MongoConfig;
-use crate::export::{ExportError, Names, OpenSource, Precision, Query, Row, Rows, Source};
+use crate::export::{unprefixed, ExportError, Names, OpenSource, Precision, Query, Row, Rows, Source};
 use crate::names::{DEVICE, TIME};
 use crate::{SinkConfig, SinkContext};
 
@@ -99,12 +99,7 @@ impl Source for MongoSource {
     async fn measurements(&mut self) -> Result<Vec<String>, ExportError> {
         let names =
             self.client.database(&self.database).list_collection_names().await.map_err(|e| failed(&e))?;
-        let mut out: Vec<String> = names
-            .into_iter()
-            .filter(|n| !n.starts_with("system."))
-            .filter_map(|n| n.strip_prefix(&self.prefix).map(str::to_owned))
-            .filter(|n| !n.is_empty())
-            .collect();
+        let mut out = unprefixed(names.iter().filter(|n| !n.starts_with("system.")), &self.prefix);
         out.sort();
         Ok(out)
     }

@@ -17,7 +17,9 @@ use roost_core::FieldValue;
 
 use super::config::MysqlConfig;
 use super::schema::{datetime, describe, quote};
-use crate::export::{days_from_civil, ExportError, OpenSource, Precision, Query, Row, Rows, Source};
+use crate::export::{
+    days_from_civil, unprefixed, ExportError, OpenSource, Precision, Query, Row, Rows, Source,
+};
 use crate::names::{DEVICE, TIME};
 use crate::{SinkConfig, SinkContext};
 
@@ -82,11 +84,7 @@ impl Source for MysqlSource {
             )
             .await
             .map_err(|e| failed(&e))?;
-        Ok(tables
-            .into_iter()
-            .filter_map(|t| t.strip_prefix(&self.prefix).map(str::to_owned))
-            .filter(|m| !m.is_empty())
-            .collect())
+        Ok(unprefixed(tables, &self.prefix))
     }
 
     async fn columns(&mut self, measurement: &str, _query: &Query) -> Result<Vec<String>, ExportError> {

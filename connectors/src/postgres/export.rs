@@ -19,7 +19,9 @@ use tokio_postgres::{Client, NoTls, Transaction};
 use super::config::PostgresConfig;
 use super::schema::{self, describe, quote, PG_EPOCH_US};
 use super::sink::tls_config;
-use crate::export::{batched, Cursor, ExportError, OpenSource, Precision, Query, Row, Rows, Source};
+use crate::export::{
+    batched, unprefixed, Cursor, ExportError, OpenSource, Precision, Query, Row, Rows, Source,
+};
 use crate::names::{DEVICE, TIME};
 use crate::{SinkConfig, SinkContext};
 
@@ -99,11 +101,7 @@ impl Source for PostgresSource {
             )
             .await
             .map_err(|e| self.failed(&e))?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| r.get::<_, String>(0).strip_prefix(&self.prefix).map(str::to_owned))
-            .filter(|m| !m.is_empty())
-            .collect())
+        Ok(unprefixed(rows.iter().map(|r| r.get::<_, String>(0)), &self.prefix))
     }
 
     async fn columns(&mut self, measurement: &str, _query: &Query) -> Result<Vec<String>, ExportError> {
