@@ -62,6 +62,13 @@ pub fn ensure(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `<data_dir>/mqtt`, where the broker keeps retained messages and sessions, created if needed.
+pub fn broker_dir(dir: &Path) -> Result<PathBuf> {
+    let mqtt = dir.join("mqtt");
+    fs::create_dir_all(&mqtt).with_context(|| format!("creating {}", mqtt.display()))?;
+    Ok(mqtt)
+}
+
 /// Reads the admin token, creating a random one (mode 0600) on first start.
 /// Returns the token and whether it was just created.
 pub fn admin_token(dir: &Path) -> Result<(String, bool)> {

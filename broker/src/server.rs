@@ -29,7 +29,7 @@ use crate::devices::api::DevicesApi;
 use crate::devices::Devices;
 use crate::export::api::ExportApi;
 use crate::ingest::Ingest;
-use crate::mqtt::{Broker, ListenerConfig, TlsListenerConfig};
+use crate::mqtt::{Broker, ListenerConfig, RetainLimits, TlsListenerConfig};
 use crate::pipeline::{PipelineActor, Stage};
 use crate::processors::api::ProcessorsApi;
 use crate::processors::Processors;
@@ -184,11 +184,21 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
                 key: t.key.clone(),
                 client_ca: t.client_ca.clone(),
                 allow_anonymous: settings.mqtt.tls_anonymous_allowed(),
+                ws_listen: t.ws_listen,
             }),
             device_rate: settings.mqtt.device_rate,
             max_connections_per_device: settings.mqtt.max_connections_per_device,
             refused_publish: settings.mqtt.refused_publish,
             acl: settings.acl.clone(),
+            ws_listen: settings.mqtt.ws_listen,
+            topic_aliases: settings.mqtt.topic_aliases,
+            retain: RetainLimits {
+                max_messages: settings.mqtt.retain.max_messages,
+                max_bytes: settings.mqtt.retain.max_bytes,
+            },
+            session_expiry: Duration::from_secs(settings.mqtt.sessions.expiry_secs),
+            max_queued: settings.mqtt.sessions.max_queued,
+            state_dir: datadir::broker_dir(&data_dir)?,
         },
         ingest,
         stats.clone(),

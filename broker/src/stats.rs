@@ -22,6 +22,16 @@ pub struct Stats {
     pub messages_unrouted: AtomicU64,
     /// PUBLISHes refused because Roost was stopping.
     pub messages_refused: AtomicU64,
+    /// Retained messages held, and their payload bytes.
+    pub retained_messages: AtomicU64,
+    pub retained_bytes: AtomicU64,
+    /// Retained publishes delivered but not retained: over `[mqtt.retain]`'s limits.
+    pub retained_refused: AtomicU64,
+    /// Messages for subscribers the broker dropped: a session's queue full, expired, or the
+    /// subscriber gone.
+    pub mqtt_dropped: AtomicU64,
+    /// QoS 2 messages a client sent again after a reconnect, acknowledged and not stored twice.
+    pub qos2_resent: AtomicU64,
 }
 
 /// One pipeline's counters.
@@ -362,12 +372,17 @@ fn load(c: &AtomicU64) -> f64 {
 }
 
 #[rustfmt::skip]
-fn server_metrics<'a>() -> [Metric<Server<'a>>; 9] {
+fn server_metrics<'a>() -> [Metric<Server<'a>>; 14] {
     [
         Metric::gauge("roost_uptime_seconds", "Seconds since Roost started.", |s| s.uptime.as_secs_f64()),
         Metric::gauge("roost_mqtt_connections", "Open MQTT connections.", |s| s.stats.connections.load(Relaxed) as f64),
         Metric::counter("roost_messages_in_total", "PUBLISHes accepted by the broker.", |s| load(&s.stats.messages_in)),
         Metric::counter("roost_messages_unrouted_total", "Accepted messages no pipeline matched.", |s| load(&s.stats.messages_unrouted)),
+        Metric::gauge("roost_mqtt_retained_messages", "Retained messages held.", |s| load(&s.stats.retained_messages)),
+        Metric::gauge("roost_mqtt_retained_bytes", "Payload bytes of the retained messages held.", |s| load(&s.stats.retained_bytes)),
+        Metric::counter("roost_mqtt_retained_refused_total", "Retained publishes delivered but not retained (over [mqtt.retain] limits).", |s| load(&s.stats.retained_refused)),
+        Metric::counter("roost_mqtt_dropped_total", "Messages for subscribers dropped (a session's queue full, expired, subscriber gone).", |s| load(&s.stats.mqtt_dropped)),
+        Metric::counter("roost_mqtt_qos2_resent_total", "QoS 2 messages resent after a reconnect, acknowledged and not stored twice.", |s| load(&s.stats.qos2_resent)),
         Metric::counter("roost_messages_refused_total", "PUBLISHes refused because Roost was stopping.", |s| load(&s.stats.messages_refused)),
         Metric::counter("roost_dead_letters_total", "Dead letters written to the store.", |s| s.dead_letters.stored as f64),
         Metric::counter("roost_dead_letters_dropped_total", "Dead letters lost (message letters evicted past the bounds, or the store failing).", |s| s.dead_letters.dropped as f64),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use rmqtt::codec::types::QoS;
 use rmqtt::codec::v5::{PublishAckReason, SubscribeAckReason};
 use rmqtt::deferred_ack;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
@@ -16,6 +17,7 @@ use rmqtt::types::{AuthResult, ConnectInfo, Id, PublishAclResult, PublishResult,
 use roost_core::{envelope, topic, Message};
 use tracing::warn;
 
+use super::qos2::{ExactlyOnce, Qos2};
 use crate::boards::acl::{self, PublishVerdict};
 use crate::boards::BoardService;
 use crate::devices::limits::{DeviceConnections, DeviceRate};
@@ -48,6 +50,10 @@ pub(super) struct HookState {
     /// Refused publishes are logged at most this often.
     pub refusal_log: RateLimit,
     pub client_id_rule: ClientIdRule,
+    /// QoS 2 messages resent after a reconnect are not stored twice.
+    pub qos2: ExactlyOnce,
+    /// Dropped messages are logged at most this often.
+    pub drop_log: RateLimit,
 }
 
 impl HookState {
@@ -193,6 +199,14 @@ impl Handler for Hooks {
                         return (false, Some(HookResult::PublishAclResult(refused)));
                     }
                 }
+                // A QoS 2 message resent after a reconnect was stored the first time.
+                let qos2 = publish.packet_id.filter(|_| publish.qos == QoS::ExactlyOnce).map(|p| p.get());
+                if let Some(packet_id) = qos2 {
+                    if self.0.qos2.check(client_id, packet_id, publish.dup) == Qos2::Resent {
+                        self.0.stats.qos2_resent.fetch_add(1, Relaxed);
+                        return (true, acc);
+                    }
+                }
                 let device = match topic::device_topic(topic_name) {
                     Some((d, _)) => d.to_owned(),
                     None => client_id.to_owned(),
@@ -218,7 +232,14 @@ impl Handler for Hooks {
                 };
                 // The session holds the PUBACK back until the message is stored, and reads the
                 // connection's next publishes meanwhile (our patch to rmqtt, `deferred_ack`).
-                let wait = Box::pin(async move { stored.wait().await.is_ok() });
+                let (state, client) = (self.0.clone(), client_id.to_owned());
+                let wait = Box::pin(async move {
+                    let stored = stored.wait().await.is_ok();
+                    if let (true, Some(packet_id)) = (stored, qos2) {
+                        state.qos2.taken(&client, packet_id);
+                    }
+                    stored
+                });
                 let stored = match deferred_ack::defer(wait) {
                     Ok(()) => true,
                     Err(wait) => wait.await,
@@ -252,6 +273,19 @@ impl Handler for Hooks {
                     conns.disconnected(device, &session.id.client_id);
                 }
                 self.0.boards.on_disconnect(&conn_key(&session.id)); // boards:
+                (true, acc)
+            }
+            Parameter::SessionTerminated(session, _) => {
+                self.0.qos2.forget(&session.id.client_id);
+                (true, acc)
+            }
+            Parameter::MessageDropped(to, from, publish, reason) => {
+                self.0.stats.mqtt_dropped.fetch_add(1, Relaxed);
+                if let Some(held_back) = self.0.drop_log.check() {
+                    let to = to.as_ref().map(|id| id.client_id.to_string());
+                    warn!(to, from = %from.id.client_id, topic = %publish.topic, reason = %reason, held_back,
+                        "message for a subscriber dropped");
+                }
                 (true, acc)
             }
             // boards: no subscription to another board's commands or replies; devices: only

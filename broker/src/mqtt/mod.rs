@@ -33,6 +33,9 @@ use tracing::{info, warn};
 
 use self::hooks::{HookState, Hooks};
 use self::publisher::{CmdSender, Kicker};
+pub use self::retain::RetainLimits;
+use self::retain::RetainStore;
+use self::shared_subs::RoundRobin;
 use crate::boards::BoardService;
 use crate::devices::limits::{DeviceConnections, DeviceRate};
 use crate::devices::rules::{ClientIdRule, DeviceAcl, RefusedPublish};
@@ -43,6 +46,10 @@ use crate::stats::Stats;
 
 mod hooks;
 mod publisher;
+mod qos2;
+mod retain;
+mod sessions;
+mod shared_subs;
 
 /// The listener's settings, as the rest of Roost knows them.
 #[derive(Debug, Clone)]
@@ -60,6 +67,16 @@ pub struct ListenerConfig {
     pub max_connections_per_device: usize,
     pub refused_publish: RefusedPublish,
     pub acl: DeviceAcl,
+    /// MQTT over WebSocket.
+    pub ws_listen: Option<SocketAddr>,
+    pub topic_aliases: u16,
+    pub retain: RetainLimits,
+    /// How long a kept session outlives its connection (also the most an MQTT 5 client may ask).
+    pub session_expiry: Duration,
+    /// Messages queued per session at most.
+    pub max_queued: usize,
+    /// Where the broker keeps retained messages and sessions across restarts.
+    pub state_dir: PathBuf,
 }
 
 /// The MQTT-over-TLS listener, next to the plain one.
@@ -73,11 +90,15 @@ pub struct TlsListenerConfig {
     /// a registered device.
     pub client_ca: Option<PathBuf>,
     pub allow_anonymous: bool,
+    /// MQTT over secure WebSocket, with the same certificates.
+    pub ws_listen: Option<SocketAddr>,
 }
 
 /// rmqtt's ids of the listeners (which the hooks see in a session's id).
 const TCP_LISTENER: u16 = 1;
 const TLS_LISTENER: u16 = 2;
+const WS_LISTENER: u16 = 3;
+const WSS_LISTENER: u16 = 4;
 
 #[derive(Debug, Error)]
 pub enum MqttError {
@@ -93,6 +114,8 @@ pub struct Broker {
     server: JoinHandle<()>,
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
+    retain: RetainStore,
+    state_dir: PathBuf,
 }
 
 impl Broker {
@@ -106,21 +129,30 @@ impl Broker {
     ) -> Result<Broker, MqttError> {
         let (listener, local_addr) = bind(&cfg, cfg.listen, "mqtt.listen", |b| b)?;
         let listener = listener.tcp().map_err(|e| bind_error(local_addr, "mqtt.listen", e))?;
-        let tls = match &cfg.tls {
-            None => None,
-            Some(tls) => {
-                let (listener, addr) = bind(&cfg, tls.listen, "mqtt.tls.listen", |b| tls_builder(b, tls))?;
-                let listener =
-                    listener.tls().map_err(|e| MqttError::Tls { addr, message: format!("{e:#}") })?;
-                Some((listener, addr))
+        let mut extra = Vec::new();
+        if let Some(addr) = cfg.ws_listen {
+            let (ws, addr) = bind(&cfg, addr, "mqtt.ws_listen", |b| b)?;
+            extra.push((ws.ws().map_err(|e| bind_error(addr, "mqtt.ws_listen", e))?, addr, WS_LISTENER));
+        }
+        let mut tls_addr = None;
+        if let Some(tls) = &cfg.tls {
+            let (listener, addr) = bind(&cfg, tls.listen, "mqtt.tls.listen", |b| tls_builder(b, tls))?;
+            let listener = listener.tls().map_err(|e| MqttError::Tls { addr, message: format!("{e:#}") })?;
+            info!(%addr, client_certificates = tls.client_ca.is_some(), "mqtt over tls listening");
+            extra.push((listener, addr, TLS_LISTENER));
+            tls_addr = Some(addr);
+            if let Some(addr) = tls.ws_listen {
+                let (wss, addr) = bind(&cfg, addr, "mqtt.tls.ws_listen", |b| tls_builder(b, tls))?;
+                let wss = wss.wss().map_err(|e| MqttError::Tls { addr, message: format!("{e:#}") })?;
+                extra.push((wss, addr, WSS_LISTENER));
             }
-        };
+        }
 
         let scx = ServerContext::new().build().await;
         let register = scx.extends.hook_mgr().register();
         let hooks = Hooks(Arc::new(HookState {
             ingest,
-            stats,
+            stats: stats.clone(),
             boards: boards.clone(),
             devices: devices.clone(),
             anonymous_allowed: cfg.allow_anonymous,
@@ -133,6 +165,8 @@ impl Broker {
             refused_publish: cfg.refused_publish,
             refusal_log: RateLimit::new(10, Duration::from_secs(10)),
             client_id_rule: cfg.client_id_rule,
+            qos2: Default::default(),
+            drop_log: RateLimit::new(10, Duration::from_secs(10)),
         }));
         register.add(Type::ClientAuthenticate, Box::new(hooks.clone())).await;
         register.add(Type::MessagePublishCheckAcl, Box::new(hooks.clone())).await;
@@ -140,26 +174,35 @@ impl Broker {
         register.add(Type::ClientSubscribeCheckAcl, Box::new(hooks.clone())).await;
         register.add(Type::MessagePublish, Box::new(hooks.clone())).await;
         register.add(Type::ClientConnected, Box::new(hooks.clone())).await;
-        register.add(Type::ClientDisconnected, Box::new(hooks)).await;
+        register.add(Type::ClientDisconnected, Box::new(hooks.clone())).await;
+        register.add(Type::SessionTerminated, Box::new(hooks.clone())).await;
+        register.add(Type::MessageDropped, Box::new(hooks)).await;
         register.start().await;
         boards.set_publisher(Arc::new(CmdSender { scx: scx.clone() }));
         devices.set_disconnect(Arc::new(Kicker { scx: scx.clone() }));
+        let limits = cfg.retain;
+        let retain = RetainStore::open(&cfg.state_dir, limits, stats).await;
+        *scx.extends.retain_mut().await = Box::new(retain.clone());
+        *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
 
         // rmqtt keys listeners by port unless given ids; with port 0 the key would be 0.
         let mut server = MqttServer::new(scx.clone()).listener_by_id(listener, TCP_LISTENER);
-        let tls_addr = tls.as_ref().map(|(_, addr)| *addr);
-        if let Some((tls, addr)) = tls {
-            server = server.listener_by_id(tls, TLS_LISTENER);
-            info!(%addr, client_certificates = cfg.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), "mqtt over tls listening");
+        for (listener, addr, id) in extra {
+            if id != TLS_LISTENER {
+                info!(%addr, tls = id == WSS_LISTENER, "mqtt over websocket listening");
+            }
+            server = server.listener_by_id(listener, id);
         }
         let server = server.build();
+        // Sessions saved at the last stop come back before any client can connect.
+        sessions::restore(&scx, &cfg.state_dir).await;
         let server = tokio::spawn(async move {
             if let Err(e) = server.run().await {
                 warn!(error = %e, "mqtt server stopped");
             }
         });
         info!(addr = %local_addr, anonymous = cfg.allow_anonymous, "mqtt listening");
-        Ok(Broker { scx, server, local_addr, tls_addr })
+        Ok(Broker { scx, server, local_addr, tls_addr, retain, state_dir: cfg.state_dir })
     }
 
     /// The address of the TLS listener, if there is one.
@@ -172,12 +215,18 @@ impl Broker {
         self.local_addr
     }
 
-    /// Stops accepting connections and disconnects every client, waiting up to `timeout`.
+    /// Stops accepting connections and disconnects every client, waiting up to `timeout`; saves
+    /// the sessions kept for clients and the retained messages.
     pub async fn stop(&self, timeout: Duration) {
         self.server.abort();
-        if tokio::time::timeout(timeout, publisher::kick(&self.scx, |_| true)).await.is_err() {
-            warn!("some mqtt sessions did not disconnect in time");
+        match tokio::time::timeout(timeout, sessions::save(&self.scx, &self.state_dir)).await {
+            Ok(Ok(saved)) => {
+                info!(sessions = saved.sessions, messages = saved.messages, "persistent sessions saved")
+            }
+            Ok(Err(e)) => warn!(error = %e, "cannot save the persistent sessions; they are lost"),
+            Err(_) => warn!("some mqtt sessions did not disconnect in time; persistent sessions not saved"),
         }
+        self.retain.save().await;
     }
 }
 
@@ -206,6 +255,13 @@ fn bind(
         .max_inflight(NonZeroU16::new(cfg.max_inflight).unwrap_or(NonZeroU16::MIN))
         .max_connections(cfg.max_connections)
         .nodelay(true)
+        .max_topic_aliases(cfg.topic_aliases)
+        .max_mqueue_len(cfg.max_queued)
+        // A 3.1.1 persistent session's expiry, and the most an MQTT 5 client may ask for (rmqtt
+        // reads zero as no limit). Messages without an expiry of their own keep as long.
+        .session_expiry_interval(cfg.session_expiry)
+        .max_session_expiry_interval(cfg.session_expiry.max(Duration::from_millis(1)))
+        .message_expiry_interval(cfg.session_expiry.max(Duration::from_secs(1)))
         // A restarted Roost binds its port again at once, even while connections of the
         // previous run (boards reconnecting) linger in TIME_WAIT.
         .reuseaddr(Some(true));

@@ -5,6 +5,7 @@
 
 pub mod boards;
 pub mod durability;
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};

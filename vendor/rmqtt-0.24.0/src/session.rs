@@ -88,7 +88,7 @@ use crate::codec::v5::RetainHandling;
 use crate::codec::{
     v3,
     v5::{
-        self, PublishAck2, PublishAck2Reason, PublishAckReason, SubscribeAckReason, ToReasonCode,
+        self, PublishAck2, PublishAck2Reason, SubscribeAckReason, ToReasonCode,
         UserProperties,
     },
 };
@@ -1022,8 +1022,10 @@ impl SessionState {
                     );
                     #[cfg(feature = "metrics")]
                     self.scx.metrics.client_publish_duplicate_inc();
-                    let pubres =
-                        PublishResult::reason_code(PublishAckReason::PacketIdentifierInUse, None, false);
+                    // ROOST PATCH: the PUBREC of a duplicate says success, as for the first copy:
+                    // 0x91 (packet identifier in use) told an MQTT 5 client its message failed,
+                    // though it was taken (MQTT-4.3.3-10 asks for the same PUBREC again).
+                    let pubres = PublishResult::success();
                     let ack = Ack { packet_id, qos, pubres, inflight: false, stored: true };
                     self.ack_or_hold(sink, ack, Vec::new(), acks).await?;
                     return Ok(());

@@ -17,8 +17,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+mod mqtt;
+pub use mqtt::{MqttRetainSettings, MqttSessionSettings, MqttSettings, MqttTlsSettings};
+
 /// The defaults compiled into the binary.
-pub const DEFAULT_TOML: &str = include_str!("default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../default.toml");
 
 /// Why settings could not be loaded or are not valid.
 #[derive(Debug, Error)]
@@ -160,64 +163,6 @@ impl ProcessorRef {
     }
 }
 
-/// `[mqtt]`: the embedded broker's listener.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttSettings {
-    pub listen: SocketAddr,
-    /// Clients without credentials. Unset: allowed on a loopback listener only.
-    #[serde(default)]
-    pub allow_anonymous: Option<bool>,
-    /// The largest MQTT packet accepted, in bytes.
-    pub max_packet_size: u32,
-    /// QoS 1/2 messages in flight per connection (MQTT 5 clients are told this as receive-maximum).
-    pub max_inflight: u16,
-    pub max_connections: usize,
-    /// How a device's client id must relate to its name: `exact` or `prefix` (`name:...`).
-    #[serde(default)]
-    pub client_id_rule: crate::devices::rules::ClientIdRule,
-    /// `[mqtt.tls]`: a second listener, MQTT over TLS.
-    #[serde(default)]
-    pub tls: Option<MqttTlsSettings>,
-    /// Messages per second one device may publish (bursts of one second's worth); 0: no limit.
-    #[serde(default)]
-    pub device_rate: u32,
-    /// Client ids one registered device may be connected under at once; 0: no limit.
-    #[serde(default)]
-    pub max_connections_per_device: usize,
-    /// What an MQTT 3.1.1 client whose publish is refused gets: `drop` or `disconnect`.
-    #[serde(default)]
-    pub refused_publish: crate::devices::rules::RefusedPublish,
-}
-
-/// `[mqtt.tls]`: MQTT over TLS, next to the plain listener.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttTlsSettings {
-    pub listen: SocketAddr,
-    /// PEM files: the server's certificate (chain) and its private key.
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// PEM file of the CA that signs device certificates. Set: every client must show one, and
-    /// its common name is the (registered) device it connects as.
-    #[serde(default)]
-    pub client_ca: Option<PathBuf>,
-}
-
-impl MqttSettings {
-    /// Whether clients without credentials may connect, after applying the loopback default.
-    pub fn anonymous_allowed(&self) -> bool {
-        self.allow_anonymous.unwrap_or_else(|| self.listen.ip().is_loopback())
-    }
-
-    /// The same for the TLS listener (never, where it asks for client certificates).
-    pub fn tls_anonymous_allowed(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| {
-            t.client_ca.is_none() && self.allow_anonymous.unwrap_or_else(|| t.listen.ip().is_loopback())
-        })
-    }
-}
-
 /// `[api]`: the admin HTTP API.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -356,12 +301,7 @@ impl Settings {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir".into(), "must not be empty".into()));
         }
-        if self.mqtt.max_inflight == 0 {
-            return Err(invalid("mqtt.max_inflight".into(), "must be at least 1".into()));
-        }
-        if self.mqtt.max_packet_size < 1024 {
-            return Err(invalid("mqtt.max_packet_size".into(), "must be at least 1024 bytes".into()));
-        }
+        self.mqtt.validate().map_err(|(key, m)| invalid(key.into(), m))?;
         self.boards.validate().map_err(|m| invalid("boards".into(), m))?;
         self.acl.validate().map_err(|(key, m)| invalid(key, m))?;
         self.spool.check().map_err(|(key, m)| invalid(key.into(), m))?;

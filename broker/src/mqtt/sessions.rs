@@ -1,0 +1,234 @@
+//! Persistent sessions across a restart: at a stop, every session that outlives its connection
+//! (MQTT 3.1.1 clean session off, MQTT 5 a session expiry) is taken from rmqtt with its
+//! subscriptions, the messages queued for it and those in flight, and written to
+//! `<data_dir>/mqtt/sessions`; at the next start, before the listeners open, each is rebuilt as an
+//! offline session (its subscriptions routed again) that the client resumes when it reconnects.
+//!
+//! Between stops the sessions live in memory only: a crash loses them (the messages sinks stored
+//! are not concerned; this is what subscribers were to be sent). A session's expiry keeps counting
+//! while Roost is down.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rmqtt::context::ServerContext;
+use rmqtt::inflight::OutInflightMessage;
+use rmqtt::session::{Session, SessionState};
+use rmqtt::types::{
+    ConnectInfo, DisconnectInfo, From as MsgFrom, Id, OfflineSession, Publish, SessionSubMap, SessionSubs,
+    Subscriptions,
+};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::datadir;
+
+const FILE: &str = "sessions";
+const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    sessions: Vec<Saved>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    id: Id,
+    /// The CONNECT, without its password.
+    conn_info: ConnectInfo,
+    created_at: i64,
+    disconnect: DisconnectInfo,
+    /// Unix milliseconds.
+    expires_at: u64,
+    subscriptions: Subscriptions,
+    queued: Vec<(MsgFrom, Publish)>,
+    inflight: Vec<OutInflightMessage>,
+}
+
+/// What [`save`] did.
+#[derive(Debug, Default)]
+pub struct SaveReport {
+    pub sessions: usize,
+    pub messages: usize,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The CONNECT without the password (the file must not hold device secrets).
+fn without_password(info: &ConnectInfo) -> ConnectInfo {
+    let mut info = info.clone();
+    match &mut info {
+        ConnectInfo::V3(_, c) => c.password = None,
+        ConnectInfo::V5(_, c) => c.password = None,
+    }
+    info
+}
+
+/// Disconnects every session (the broker is stopping) and writes those that outlive their
+/// connection to `dir`.
+pub async fn save(scx: &ServerContext, dir: &Path) -> std::io::Result<SaveReport> {
+    let ids: Vec<Id> = scx.extends.shared().await.iter().map(|e| e.id()).collect();
+    let now = unix_ms();
+    let taken = ids.into_iter().map(|id| async move {
+        let entry = scx.extends.shared().await.entry(id.clone());
+        let session = entry.session()?;
+        let kept = keeps(scx, &session, now).await;
+        let mut locked = entry.try_lock().await.ok()?;
+        let offline = locked.kick(kept.is_none(), kept.is_none(), true).await.ok()?;
+        drop(entry);
+        let (conn_info, disconnect, expires_at) = kept?;
+        let OfflineSession::Exist(Some(info)) = offline else { return None };
+        Some(Saved {
+            id: info.id,
+            conn_info,
+            created_at: info.created_at,
+            disconnect,
+            expires_at,
+            subscriptions: info.subscriptions,
+            queued: info.offline_messages.into_iter().collect(),
+            inflight: info.inflight_messages,
+        })
+    });
+    let sessions: Vec<Saved> = futures::future::join_all(taken).await.into_iter().flatten().collect();
+    let saved = SaveReport {
+        sessions: sessions.len(),
+        messages: sessions.iter().map(|s| s.queued.len() + s.inflight.len()).sum(),
+    };
+    let path = dir.join(FILE);
+    let snapshot = Snapshot { version: VERSION, sessions };
+    tokio::task::spawn_blocking(move || {
+        let bytes = rmp_serde::to_vec_named(&snapshot).map_err(std::io::Error::other)?;
+        datadir::write_atomic(&path, &bytes)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    Ok(saved)
+}
+
+/// Whether `session` outlives its connection, and if so its CONNECT, how it ended and when it
+/// expires.
+async fn keeps(
+    scx: &ServerContext,
+    session: &Session,
+    now: u64,
+) -> Option<(ConnectInfo, DisconnectInfo, u64)> {
+    let conn_info = session.connect_info().await.ok()?;
+    if let ConnectInfo::V3(_, c) = conn_info.as_ref() {
+        if c.clean_session {
+            return None;
+        }
+    }
+    let connected = session.connected().await.unwrap_or(false);
+    let disconnect = session.disconnect().await.ok().flatten();
+    let fitter = scx.extends.fitter_mgr().await.create(
+        conn_info.clone(),
+        session.id.clone(),
+        session.listen_cfg().clone(),
+    );
+    let expiry = fitter.session_expiry_interval(disconnect.as_ref()).as_millis() as u64;
+    let since = if connected { now } else { session.disconnected_at().await.ok()?.max(0) as u64 };
+    let expires_at = since.saturating_add(expiry);
+    if expiry == 0 || expires_at <= now {
+        return None;
+    }
+    let mut info = DisconnectInfo::new(since as i64);
+    info.mqtt_disconnect = disconnect;
+    Some((without_password(&conn_info), info, expires_at))
+}
+
+/// Rebuilds the sessions the last stop saved in `dir`, as offline sessions; the file is then
+/// removed (the next stop writes the sessions as they are then). Call before the listeners open.
+pub async fn restore(scx: &ServerContext, dir: &Path) -> usize {
+    let path = dir.join(FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot read saved sessions; starting without them");
+            return 0;
+        }
+    };
+    let snapshot = match rmp_serde::from_slice::<Snapshot>(&bytes) {
+        Ok(s) if s.version == VERSION => s,
+        Ok(s) => return set_aside(&path, &format!("unknown version {}", s.version)),
+        Err(e) => return set_aside(&path, &e.to_string()),
+    };
+    let now = unix_ms();
+    let mut restored = 0;
+    for saved in snapshot.sessions {
+        if saved.expires_at <= now {
+            continue;
+        }
+        let client_id = saved.id.client_id.clone();
+        let remaining = Duration::from_millis(saved.expires_at - now);
+        match rebuild(scx, saved, remaining).await {
+            Ok(()) => restored += 1,
+            Err(e) => warn!(%client_id, error = %e, "a saved session could not be restored"),
+        }
+    }
+    if let Err(e) = std::fs::remove_file(&path) {
+        warn!(path = %path.display(), error = %e, "cannot remove the saved sessions after restoring them");
+    }
+    info!(sessions = restored, "persistent sessions restored");
+    restored
+}
+
+fn set_aside(path: &Path, why: &str) -> usize {
+    let aside = path.with_extension("unreadable");
+    let moved = std::fs::rename(path, &aside);
+    warn!(path = %path.display(), why, moved_to = %aside.display(), moved = moved.is_ok(),
+        "saved sessions could not be read; starting without them");
+    0
+}
+
+async fn rebuild(scx: &ServerContext, saved: Saved, remaining: Duration) -> rmqtt::Result<()> {
+    let id = saved.id;
+    let listen_cfg = scx
+        .listen_cfgs
+        .get(&id.lid)
+        .map(|c| c.value().clone())
+        .ok_or_else(|| anyhow::anyhow!("its listener ({}) is not configured any more", id.lid))?;
+    let conn_info = Arc::new(saved.conn_info);
+    let fitter = scx.extends.fitter_mgr().await.create(conn_info.clone(), id.clone(), listen_cfg.clone());
+    for (filter, opts) in &saved.subscriptions {
+        scx.extends.router().await.add(filter, id.clone(), opts.clone()).await?;
+    }
+    let subs: SessionSubMap = saved.subscriptions.into_iter().collect();
+    let session = Session::new(
+        id.clone(),
+        scx.clone(),
+        fitter.max_mqueue_len(),
+        listen_cfg,
+        fitter.clone(),
+        None,
+        fitter.max_inflight(),
+        saved.created_at,
+        conn_info,
+        false,
+        false,
+        false,
+        saved.created_at,
+        SessionSubs::from(subs),
+        Some(saved.disconnect),
+        None,
+    )
+    .await?;
+    for item in saved.queued {
+        if session.deliver_queue().push(item).is_err() {
+            warn!(client_id = %id.client_id, "a saved session has more queued messages than mqtt.sessions.max_queued; the rest are dropped");
+            break;
+        }
+    }
+    {
+        let mut inflight = session.out_inflight().write().await;
+        for message in saved.inflight {
+            inflight.push_back(message);
+        }
+    }
+    let tx = SessionState::offline_restart(session.clone(), remaining).await?;
+    scx.extends.shared().await.entry(id).set(session, tx).await
+}
