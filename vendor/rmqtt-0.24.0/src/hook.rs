@@ -1064,11 +1064,10 @@ impl Hook for DefaultHook {
             return MessageExpiryCheckResult::Expiry;
         }
 
-        let expiry_interval = publish
-            .properties
-            .as_ref()
-            .and_then(|p| p.message_expiry_interval.map(|i| i.get() as i64 * 1000))
-            .unwrap_or_else(|| self.s.listen_cfg().message_expiry_interval.as_millis() as i64);
+        let own_interval =
+            publish.properties.as_ref().and_then(|p| p.message_expiry_interval.map(|i| i.get() as i64 * 1000));
+        let expiry_interval =
+            own_interval.unwrap_or_else(|| self.s.listen_cfg().message_expiry_interval.as_millis() as i64);
 
         log::debug!("{:?} expiry_interval: {:?}", self.s.id, expiry_interval);
         if expiry_interval == 0 {
@@ -1076,6 +1075,12 @@ impl Hook for DefaultHook {
         }
         let remaining = timestamp_millis() - publish.create_time.unwrap_or_else(timestamp_millis);
         if remaining < expiry_interval {
+            // ROOST PATCH: a message published without an expiry interval is forwarded without
+            // one (MQTT-3.3.2-5 speaks only of an interval the publisher set); the listener's
+            // default only bounds how long it waits in a queue.
+            if own_interval.is_none() {
+                return MessageExpiryCheckResult::Remaining(None);
+            }
             return MessageExpiryCheckResult::Remaining(NonZeroU32::new(
                 ((expiry_interval - remaining) / 1000) as u32,
             ));

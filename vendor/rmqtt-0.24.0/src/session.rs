@@ -868,7 +868,11 @@ impl SessionState {
                 return Ok(());
             }
             Packet::V5(v5::Packet::Disconnect(d)) => {
-                flags.insert(StateFlags::DisconnectReceived);
+                // ROOST PATCH: reason 0x04 (disconnect with will message) asks for the will
+                // to be published all the same (MQTT 5, 3.14.2.1).
+                if d.reason_code != v5::DisconnectReasonCode::DisconnectWithWillMessage {
+                    flags.insert(StateFlags::DisconnectReceived);
+                }
                 self.disconnected_set(Some(Disconnect::V5(d)), None).await?;
                 // return Err(Reason::ConnectDisconnect(Some(Disconnect::V5(d))));
                 return Ok(());
@@ -2117,7 +2121,12 @@ async fn _send_retain_messages(
         retain.publish.qos = retain.publish.qos.less_value(qos);
         retain.publish.topic = topic;
         retain.publish.packet_id = None;
-        retain.publish.create_time = Some(timestamp_millis());
+        // ROOST PATCH: a retained message with an expiry of its own keeps its creation time, so
+        // the interval the subscriber gets is what is left of it (MQTT-3.3.2-6); one without
+        // is as new (it never expires).
+        if retain.publish.properties.as_ref().and_then(|p| p.message_expiry_interval).is_none() {
+            retain.publish.create_time = Some(timestamp_millis());
+        }
 
         log::debug!("{:?} retain.publish: {:?}", id, retain.publish);
 

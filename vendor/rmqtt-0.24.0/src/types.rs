@@ -523,7 +523,12 @@ impl SubscriptioRelationsCollector {
             //MQTT V5: Subscription Identifiers
             self.v5_rels
                 .entry(client_id)
-                .and_modify(|(_, _, sub_ids, _)| {
+                .and_modify(|(_, old_opts, sub_ids, _)| {
+                    // ROOST PATCH: one copy for overlapping subscriptions goes at the highest
+                    // QoS they granted (MQTT-3.3.4-2).
+                    if opts.qos_value() > old_opts.qos_value() {
+                        *old_opts = opts.clone();
+                    }
                     if let Some(sub_id) = opts.subscription_identifier() {
                         if let Some(sub_ids) = sub_ids {
                             sub_ids.push(sub_id)

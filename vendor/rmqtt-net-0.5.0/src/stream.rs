@@ -75,8 +75,18 @@ where
     /// Detects protocol version from initial handshake
     #[inline]
     async fn probe_version(&mut self) -> Result<ProtocolVersion> {
-        let Some(Ok((MqttPacket::Version(ver), _))) = self.io.next().await else {
-            return Err(anyhow!(DecodeError::InvalidProtocol));
+        let ver = match self.io.next().await {
+            Some(Ok((MqttPacket::Version(ver), _))) => ver,
+            Some(Err(DecodeError::InvalidProtocol)) if self.io.read_buffer().first() == Some(&0x10) => {
+                // ROOST PATCH: a CONNECT of a protocol level the server does not support gets
+                // CONNACK 0x01 (unacceptable protocol version) before the close (MQTT-3.1.2-2).
+                use tokio::io::AsyncWriteExt;
+                let io = self.io.get_mut();
+                let _ = io.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+                let _ = io.flush().await;
+                return Err(anyhow!(DecodeError::InvalidProtocol));
+            }
+            _ => return Err(anyhow!(DecodeError::InvalidProtocol)),
         };
 
         let codec = match ver {
