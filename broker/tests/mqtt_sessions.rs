@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::raw::{self, Conn, PUBACK, PUBCOMP, PUBREC};
-use common::{count, publish_all, Roost};
+use common::{add_device, count, publish_all, Roost};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
 /// A rumqttc (MQTT 3.1.1) subscriber.
@@ -22,8 +22,21 @@ struct Subscriber {
 
 impl Subscriber {
     async fn connect(addr: SocketAddr, client_id: &str, clean_session: bool) -> Subscriber {
+        Subscriber::connect_as(addr, client_id, clean_session, None).await
+    }
+
+    /// With `credentials` (username, password).
+    async fn connect_as(
+        addr: SocketAddr,
+        client_id: &str,
+        clean_session: bool,
+        credentials: Option<(&str, &str)>,
+    ) -> Subscriber {
         let mut opts = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
         opts.set_clean_session(clean_session);
+        if let Some((user, password)) = credentials {
+            opts.set_credentials(user, password);
+        }
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_inflight(100);
         let (client, mut events) = AsyncClient::new(opts, 1000);
@@ -39,15 +52,16 @@ impl Subscriber {
     }
 
     async fn subscribe(&mut self, filter: &str) {
+        assert!(self.try_subscribe(filter).await, "subscription to {filter} refused");
+    }
+
+    /// Whether the SUBACK grants `filter`.
+    async fn try_subscribe(&mut self, filter: &str) -> bool {
         self.client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
         loop {
             match tokio::time::timeout(Duration::from_secs(10), self.events.poll()).await {
                 Ok(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
-                    assert!(
-                        matches!(ack.return_codes[0], rumqttc::SubscribeReasonCode::Success(_)),
-                        "{ack:?}"
-                    );
-                    return;
+                    return matches!(ack.return_codes[0], rumqttc::SubscribeReasonCode::Success(_));
                 }
                 Ok(Ok(_)) => {}
                 other => panic!("no SUBACK for {filter}: {other:?}"),
@@ -179,6 +193,20 @@ async fn a_shared_subscription_splits_ten_thousand_messages_between_two_consumer
     assert!(sizes.iter().all(|&n| n > 0), "both consumers get a share: {sizes:?}");
     assert_eq!(all.len(), 10_000, "none lost or doubled: {sizes:?}");
     assert_eq!(as_set(&all), (0..10_000).collect());
+    assert!(roost.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_subscription_follows_the_topic_rules_of_its_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let roost = Roost::start(dir.path(), None);
+    let secret = add_device(&roost, "d-1");
+    let mut device = Subscriber::connect_as(roost.mqtt, "d-1", true, Some(("d-1", &secret))).await;
+    assert!(device.try_subscribe("$share/g/devices/d-1/#").await, "its own topics");
+    assert!(!device.try_subscribe("$share/g/devices/d-2/#").await, "another device's topics");
+    let mut anonymous = Subscriber::connect(roost.mqtt, "watcher", true).await;
+    assert!(!anonymous.try_subscribe("$share/g/roost/boards/+/cmd").await, "boards' commands");
+    assert!(anonymous.try_subscribe("$share/g/roost/boards/+/status").await, "boards' statuses");
     assert!(roost.stop().success());
 }
 
