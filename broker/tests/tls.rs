@@ -250,3 +250,51 @@ async fn a_board_agent_connects_over_tls_with_its_certificate_and_runs_commands(
     let log = std::fs::read_to_string(dir.path().join("b-2.log")).unwrap();
     assert!(log.to_lowercase().contains("certificate"), "the agent says why: {log}");
 }
+
+/// Publishes one QoS 1 message over a secure WebSocket with paho-mqtt (the conformance suite's
+/// Python, from `make services`): whether it was acknowledged, and what the client said.
+fn publish_over_wss(addr: SocketAddr, ca: &Path, device: &str, secret: &str) -> (bool, String) {
+    const CLIENT: &str = r#"
+import sys, paho.mqtt.client as mqtt
+port, ca, device, secret = sys.argv[1:]
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device, transport="websockets")
+c.ws_set_options(path="/mqtt")
+c.tls_set(ca_certs=ca)
+c.username_pw_set(device, secret)
+c.connect("localhost", int(port))
+c.loop_start()
+info = c.publish(f"devices/{device}/env", '{"t": 7}', qos=1)
+info.wait_for_publish(10)
+assert info.is_published(), "no PUBACK"
+c.disconnect()
+c.loop_stop()
+"#;
+    let python = std::env::var("ROOST_TEST_CONFORMANCE_PYTHON")
+        .expect("ROOST_TEST_CONFORMANCE_PYTHON is not set: run `make services`");
+    let out = Command::new(python)
+        .args(["-c", CLIENT, &addr.port().to_string(), path(ca), device, secret])
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_client_publishes_over_a_secure_websocket() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(&dir.path().join("pki"), &[]);
+    let wss: SocketAddr = format!("127.0.0.1:{}", roost_testkit::free_port()).parse().unwrap();
+    let config = format!(
+        "[mqtt.tls]\nlisten = \"127.0.0.1:0\"\nws_listen = \"{wss}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        path(&pki.join("server.pem")),
+        path(&pki.join("server.key"))
+    );
+    let roost = Roost::start(&dir.path().join("data"), Some(&config));
+    let secret = add_device(&roost, "ws-1");
+    let (ok, err) = publish_over_wss(wss, &pki.join("ca.pem"), "ws-1", &secret);
+    assert!(ok, "a device over wss: {err}");
+    // A client that does not trust the server's CA gets nothing through.
+    let other = pki_other(dir.path());
+    let (ok, err) = publish_over_wss(wss, &other.join("ca.pem"), "ws-1", &secret);
+    assert!(!ok && err.to_lowercase().contains("certificate"), "{err}");
+    assert_eq!(rows_after_stop(roost, &["ws-1"]), [1]);
+}
