@@ -15,6 +15,18 @@ def connect_props(expiry):
     return p
 
 
+def assert_no_session(client, version, cid, topic, why):
+    """Checks that client id `cid` (subscribed to `{topic}/x` in its last session) has no session
+    now: it reconnects without one and gets nothing published to `{topic}/x` meanwhile."""
+    pub = client(version)
+    pub.publish(f"{topic}/x", b"for a session that is gone", qos=1)
+    again = client(version, client_id=cid, **PERSISTENT)
+    assert again.connack[0] is False, why
+    again.subscribe(f"{topic}/y", 1)
+    barrier(pub, again, f"{topic}/y")
+    assert not again.messages.matching(lambda m: m.topic == f"{topic}/x")
+
+
 def test_MQTT_3_1_2_4_resumed_session_keeps_subscriptions(client, version, topic):
     """MQTT-3.1.2-4 (5.0: MQTT-3.1.2-4, -5): "If CleanSession is set to 0, the Server MUST resume
     communications with the Client based on state from the current Session (as identified by the
@@ -62,13 +74,7 @@ def test_MQTT_3_1_2_6_clean_session_discards_the_stored_session(client, version,
     clean = client(version, client_id=cid, clean=True)
     assert clean.connack[0] is False
     clean.disconnect()
-    pub = client(version)
-    pub.publish(f"{topic}/x", b"for a discarded session", qos=1)
-    again = client(version, client_id=cid, **PERSISTENT)
-    assert again.connack[0] is False, "the discarded session came back"
-    again.subscribe(f"{topic}/y", 1)
-    barrier(pub, again, f"{topic}/y")
-    assert not again.messages.matching(lambda m: m.topic == f"{topic}/x")
+    assert_no_session(client, version, cid, topic, "the discarded session came back")
 
 
 def test_MQTT_4_4_0_1_unacknowledged_publish_resent_on_reconnect(client, raw, version, topic):
@@ -104,13 +110,7 @@ def test_MQTT5_3_1_2_23_session_expiry_0_ends_session_at_disconnect(client, topi
     first = client(V5, client_id=cid, clean=False, session_expiry=0)
     first.subscribe(f"{topic}/x", 1)
     first.disconnect()
-    pub = client(V5)
-    pub.publish(f"{topic}/x", b"for an ended session", qos=1)
-    again = client(V5, client_id=cid, **PERSISTENT)
-    assert again.connack[0] is False, "a session with expiry 0 outlived its connection"
-    again.subscribe(f"{topic}/y", 1)
-    barrier(pub, again, f"{topic}/y")
-    assert not again.messages.matching(lambda m: m.topic == f"{topic}/x")
+    assert_no_session(client, V5, cid, topic, "a session with expiry 0 outlived its connection")
 
 
 def test_MQTT5_3_1_2_23_session_expires_after_its_interval(client, topic):
