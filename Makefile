@@ -34,6 +34,7 @@ bench: services processors
 	$(SVC_ENV) $(CARGO) bench -p roost --bench durability
 	$(CARGO) bench -p roost --bench security
 	$(CARGO) bench -p roost --bench boards
+	$(CARGO) bench -p roost --bench broker_state
 	$(CARGO) bench -p roost-spool --bench append
 
 ## Install (if missing) the tools and services the tests use, start the services on free ports
