@@ -117,13 +117,12 @@ fn main() {
         let mut last = None;
         for round in 1..=3 {
             let (rate, server, _dir) = run(per_client, false, &http).await;
-            println!("round {round}: nothing held                                {rate:>9.0} msg/s");
+            println!("round {round}: {:<52} {rate:>9.0} msg/s", "nothing held");
             without.push(rate);
             drop(server);
             let (rate, server, dir) = run(per_client, true, &http).await;
-            println!(
-                "round {round}: {RETAINED} retained topics, {SESSIONS} persistent sessions {rate:>9.0} msg/s"
-            );
+            let held = format!("{RETAINED} retained topics, {SESSIONS} persistent sessions");
+            println!("round {round}: {held:<52} {rate:>9.0} msg/s");
             with.push(rate);
             last = Some((server, dir));
         }
