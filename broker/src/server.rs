@@ -198,6 +198,10 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
             },
             session_expiry: Duration::from_secs(settings.mqtt.sessions.expiry_secs),
             max_queued: settings.mqtt.sessions.max_queued,
+            session_checkpoint: match settings.mqtt.sessions.checkpoint_secs {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
             state_dir: datadir::broker_dir(&data_dir)?,
         },
         ingest,

@@ -156,6 +156,32 @@ async fn a_persistent_session_gets_the_messages_published_while_it_was_away_also
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_comes_back_with_its_subscriptions_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[mqtt.sessions]\ncheckpoint_secs = 1\n";
+    let mut roost = Roost::start(dir.path(), Some(config));
+    let mut sub = Subscriber::connect(roost.mqtt, "survivor", false).await;
+    sub.subscribe("alarms/#").await;
+    sub.leave().await;
+    // Once a checkpoint holds the session, Roost is killed.
+    let file = roost.dir.join("mqtt/sessions");
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read(&file).is_ok_and(|b| b.windows(8).any(|w| w == b"survivor")) {
+        assert!(std::time::Instant::now() < until, "no checkpoint of the session in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    roost_testkit::signal(roost.child.id(), nix::sys::signal::Signal::SIGKILL);
+    roost.wait(Duration::from_secs(10));
+    let roost = Roost::start_with(dir.path(), Some(config), &roost.mqtt.to_string());
+    publish_all(roost.mqtt, "pub", numbered("alarms/fire", 0..5)).await;
+    let mut sub = Subscriber::connect(roost.mqtt, "survivor", false).await;
+    assert!(sub.session_present, "the session came back after the crash");
+    assert_eq!(as_set(&sub.receive(5, Duration::from_secs(10)).await), (0..5).collect());
+    sub.leave().await;
+    assert!(roost.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_queues_at_most_max_queued_and_counts_what_it_drops() {
     let dir = tempfile::tempdir().unwrap();
     let config = "[mqtt.sessions]\nmax_queued = 10\n";

@@ -72,8 +72,8 @@ impl Default for MqttRetainSettings {
 
 /// `[mqtt.sessions]`: the sessions of clients that connect with clean session off (MQTT 3.1.1) or
 /// a session expiry (MQTT 5): their subscriptions and the QoS 1/2 messages that arrive while they
-/// are away, kept in memory and saved to `<data_dir>/mqtt/sessions` when Roost stops
-/// (docs/mqtt.md).
+/// are away, kept in memory, saved to `<data_dir>/mqtt/sessions` when Roost stops and checkpointed
+/// without their messages between stops (docs/mqtt.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSessionSettings {
@@ -83,11 +83,14 @@ pub struct MqttSessionSettings {
     /// Messages queued for one session while it is away, at most; beyond it the oldest are
     /// dropped and counted (`roost_mqtt_dropped_total`).
     pub max_queued: usize,
+    /// How often, in seconds, the sessions are also written without their messages (when they
+    /// changed), so that after a crash they come back with their subscriptions; 0: only at a stop.
+    pub checkpoint_secs: u64,
 }
 
 impl Default for MqttSessionSettings {
     fn default() -> Self {
-        MqttSessionSettings { expiry_secs: 7 * 24 * 3600, max_queued: 10_000 }
+        MqttSessionSettings { expiry_secs: 7 * 24 * 3600, max_queued: 10_000, checkpoint_secs: 10 }
     }
 }
 

@@ -20,7 +20,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmqtt::context::ServerContext;
@@ -29,6 +29,7 @@ use rmqtt::net::{Builder, Listener};
 use rmqtt::server::MqttServer;
 use thiserror::Error;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use self::hooks::{HookState, Hooks};
@@ -75,6 +76,8 @@ pub struct ListenerConfig {
     pub session_expiry: Duration,
     /// Messages queued per session at most.
     pub max_queued: usize,
+    /// How often the kept sessions are checkpointed (without their messages); none: only at a stop.
+    pub session_checkpoint: Option<Duration>,
     /// Where the broker keeps retained messages and sessions across restarts.
     pub state_dir: PathBuf,
 }
@@ -116,6 +119,8 @@ pub struct Broker {
     tls_addr: Option<SocketAddr>,
     retain: RetainStore,
     state_dir: PathBuf,
+    /// The checkpoint task, and how to stop it.
+    checkpoints: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
 }
 
 impl Broker {
@@ -196,13 +201,40 @@ impl Broker {
         let server = server.build();
         // Sessions saved at the last stop come back before any client can connect.
         sessions::restore(&scx, &cfg.state_dir).await;
+        let checkpoints = cfg.session_checkpoint.map(|every| {
+            let (scx, dir) = (scx.clone(), cfg.state_dir.clone());
+            let stop = CancellationToken::new();
+            let stopped = stop.clone();
+            let task = tokio::spawn(async move {
+                let mut last = 0;
+                loop {
+                    // A checkpoint runs to its end: a stop never leaves a write in flight.
+                    if let Err(e) = sessions::checkpoint(&scx, &dir, &mut last).await {
+                        warn!(error = %e, "cannot checkpoint the persistent sessions; will retry");
+                    }
+                    tokio::select! {
+                        _ = stopped.cancelled() => break,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                }
+            });
+            (stop, task)
+        });
         let server = tokio::spawn(async move {
             if let Err(e) = server.run().await {
                 warn!(error = %e, "mqtt server stopped");
             }
         });
         info!(addr = %local_addr, anonymous = cfg.allow_anonymous, "mqtt listening");
-        Ok(Broker { scx, server, local_addr, tls_addr, retain, state_dir: cfg.state_dir })
+        Ok(Broker {
+            scx,
+            server,
+            local_addr,
+            tls_addr,
+            retain,
+            state_dir: cfg.state_dir,
+            checkpoints: Mutex::new(checkpoints),
+        })
     }
 
     /// The address of the TLS listener, if there is one.
@@ -219,6 +251,12 @@ impl Broker {
     /// the sessions kept for clients and the retained messages.
     pub async fn stop(&self, timeout: Duration) {
         self.server.abort();
+        // A checkpoint must not overwrite the sessions saved below, messages and all.
+        let checkpoints = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((stop, task)) = checkpoints {
+            stop.cancel();
+            let _ = task.await;
+        }
         match tokio::time::timeout(timeout, sessions::save(&self.scx, &self.state_dir)).await {
             Ok(Ok(saved)) => {
                 info!(sessions = saved.sessions, messages = saved.messages, "persistent sessions saved")

@@ -4,9 +4,11 @@
 //! `<data_dir>/mqtt/sessions`; at the next start, before the listeners open, each is rebuilt as an
 //! offline session (its subscriptions routed again) that the client resumes when it reconnects.
 //!
-//! Between stops the sessions live in memory only: a crash loses them (the messages sinks stored
-//! are not concerned; this is what subscribers were to be sent). A session's expiry keeps counting
-//! while Roost is down.
+//! Between stops, [`checkpoint`] writes the same file every `mqtt.sessions.checkpoint_secs`
+//! (when a session came, went or changed its subscriptions) without the messages: after a crash
+//! the sessions come back with their subscriptions, and only what was queued for them is lost
+//! (the messages sinks stored are not concerned; this is what subscribers were to be sent). A
+//! session's expiry keeps counting while Roost is down.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -98,6 +100,11 @@ pub async fn save(scx: &ServerContext, dir: &Path) -> std::io::Result<SaveReport
         sessions: sessions.len(),
         messages: sessions.iter().map(|s| s.queued.len() + s.inflight.len()).sum(),
     };
+    write(dir, sessions).await?;
+    Ok(saved)
+}
+
+async fn write(dir: &Path, sessions: Vec<Saved>) -> std::io::Result<()> {
     let path = dir.join(FILE);
     let snapshot = Snapshot { version: VERSION, sessions };
     tokio::task::spawn_blocking(move || {
@@ -105,8 +112,48 @@ pub async fn save(scx: &ServerContext, dir: &Path) -> std::io::Result<SaveReport
         datadir::write_atomic(&path, &bytes)
     })
     .await
-    .map_err(std::io::Error::other)??;
-    Ok(saved)
+    .map_err(std::io::Error::other)?
+}
+
+/// Writes the kept sessions to `dir` as they are now, without their messages and without
+/// disturbing them, unless they are as at the last checkpoint (`last`, a digest of who they are,
+/// whether connected, and their subscriptions). The number written, if it wrote.
+pub async fn checkpoint(scx: &ServerContext, dir: &Path, last: &mut u64) -> std::io::Result<Option<usize>> {
+    use std::hash::{Hash, Hasher};
+    let now = unix_ms();
+    let sessions: Vec<Session> = scx.extends.shared().await.iter().filter_map(|e| e.session()).collect();
+    let mut kept = Vec::new();
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    for session in sessions {
+        let Some((conn_info, disconnect, expires_at)) = keeps(scx, &session, now).await else { continue };
+        let Ok(subs) = session.subscriptions().await else { continue };
+        let mut subscriptions: Subscriptions =
+            subs.read().await.iter().map(|(f, o)| (f.clone(), o.clone())).collect();
+        subscriptions.sort_by(|a, b| a.0.cmp(&b.0));
+        let connected = session.connected().await.unwrap_or(false);
+        let state = (&*session.id.client_id, connected, if connected { 0 } else { expires_at });
+        state.hash(&mut digest);
+        rmp_serde::to_vec(&subscriptions).unwrap_or_default().hash(&mut digest);
+        let created_at = session.created_at().await.unwrap_or_default();
+        kept.push(Saved {
+            id: session.id.clone(),
+            conn_info,
+            created_at,
+            disconnect,
+            expires_at,
+            subscriptions,
+            queued: Vec::new(),
+            inflight: Vec::new(),
+        });
+    }
+    let digest = digest.finish();
+    if digest == *last {
+        return Ok(None);
+    }
+    let n = kept.len();
+    write(dir, kept).await?;
+    *last = digest;
+    Ok(Some(n))
 }
 
 /// Whether `session` outlives its connection, and if so its CONNECT, how it ended and when it
@@ -140,8 +187,9 @@ async fn keeps(
     Some((without_password(&conn_info), info, expires_at))
 }
 
-/// Rebuilds the sessions the last stop saved in `dir`, as offline sessions; the file is then
-/// removed (the next stop writes the sessions as they are then). Call before the listeners open.
+/// Rebuilds the sessions the last stop (or checkpoint) saved in `dir`, as offline sessions; the
+/// file is then removed (the next checkpoint or stop writes the sessions as they are then). Call
+/// before the listeners open.
 pub async fn restore(scx: &ServerContext, dir: &Path) -> usize {
     let path = dir.join(FILE);
     let bytes = match std::fs::read(&path) {
