@@ -91,17 +91,25 @@ def test_MQTT_3_3_5_2_unauthorized_publish_is_not_forwarded(client, raw, version
         "an unauthorized publish was forwarded"
 
 
+def matched(client, version, topic, filter_, end, topics):
+    """Subscribes to `{topic}/{filter_}`, publishes each of `topics` (under `{topic}/`, its name as
+    the payload), and returns the payloads that arrived, sorted (`end` is a topic the filter matches,
+    for the barrier)."""
+    sub = client(version)
+    sub.subscribe(f"{topic}/{filter_}", 1)
+    pub = client(version)
+    for t in topics:
+        pub.publish(f"{topic}/{t}", t.encode(), qos=1)
+    barrier(pub, sub, f"{topic}/{end}")
+    return sorted(m.payload for m in sub.messages.snapshot() if not m.payload.startswith(b"barrier-"))
+
+
 def test_MQTT_4_7_1_2_multi_level_wildcard(client, version, topic):
     """MQTT-4.7.1-2: "The multi-level wildcard character MUST be specified either on its own or
     following a topic level separator. In either case it MUST be the last character specified in
     the Topic Filter"; "sport/#" also matches the parent level "sport" (4.7.1.2)."""
-    sub = client(version)
-    sub.subscribe(f"{topic}/sport/#", 1)
-    pub = client(version)
-    for t in ("sport", "sport/tennis", "sport/tennis/player1", "sports", "other/sport"):
-        pub.publish(f"{topic}/{t}", t.encode(), qos=1)
-    barrier(pub, sub, f"{topic}/sport/end")
-    got = sorted(m.payload for m in sub.messages.snapshot() if not m.payload.startswith(b"barrier-"))
+    got = matched(client, version, topic, "sport/#", "sport/end",
+                  ("sport", "sport/tennis", "sport/tennis/player1", "sports", "other/sport"))
     assert got == [b"sport", b"sport/tennis", b"sport/tennis/player1"], f"{topic}/sport/# matched {got}"
 
 
@@ -109,13 +117,8 @@ def test_MQTT_4_7_1_3_single_level_wildcard(client, version, topic):
     """MQTT-4.7.1-3: "The single-level wildcard can be used at any level in the Topic Filter,
     including first and last levels. Where it is used it MUST occupy an entire level of the
     filter"; it matches exactly one level, which may be empty (4.7.1.3)."""
-    sub = client(version)
-    sub.subscribe(f"{topic}/+/player", 1)
-    pub = client(version)
-    for t in ("tennis/player", "/player", "tennis/x/player", "player", "tennis/player/x"):
-        pub.publish(f"{topic}/{t}", t.encode(), qos=1)
-    barrier(pub, sub, f"{topic}/end/player")
-    got = sorted(m.payload for m in sub.messages.snapshot() if not m.payload.startswith(b"barrier-"))
+    got = matched(client, version, topic, "+/player", "end/player",
+                  ("tennis/player", "/player", "tennis/x/player", "player", "tennis/player/x"))
     assert got == [b"/player", b"tennis/player"], f"{topic}/+/player matched {got}"
 
 
