@@ -29,7 +29,7 @@ use crate::devices::api::DevicesApi;
 use crate::devices::Devices;
 use crate::export::api::ExportApi;
 use crate::ingest::Ingest;
-use crate::mqtt::{Broker, ListenerConfig, RetainLimits, TlsListenerConfig};
+use crate::mqtt::{Broker, ListenerConfig, TlsListenerConfig};
 use crate::pipeline::{PipelineActor, Stage};
 use crate::processors::api::ProcessorsApi;
 use crate::processors::Processors;
@@ -192,10 +192,7 @@ pub async fn serve(settings: Settings, stop: impl Future<Output = ()>) -> Result
             acl: settings.acl.clone(),
             ws_listen: settings.mqtt.ws_listen,
             topic_aliases: settings.mqtt.topic_aliases,
-            retain: RetainLimits {
-                max_messages: settings.mqtt.retain.max_messages,
-                max_bytes: settings.mqtt.retain.max_bytes,
-            },
+            retain: settings.mqtt.retain.clone(),
             session_expiry: Duration::from_secs(settings.mqtt.sessions.expiry_secs),
             max_queued: settings.mqtt.sessions.max_queued,
             session_checkpoint: match settings.mqtt.sessions.checkpoint_secs {

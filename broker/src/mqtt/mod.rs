@@ -34,10 +34,10 @@ use tracing::{info, warn};
 
 use self::hooks::{HookState, Hooks};
 use self::publisher::{CmdSender, Kicker};
-pub use self::retain::RetainLimits;
 use self::retain::RetainStore;
 use self::shared_subs::RoundRobin;
 use crate::boards::BoardService;
+use crate::config::MqttRetainSettings;
 use crate::devices::limits::{DeviceConnections, DeviceRate};
 use crate::devices::rules::{ClientIdRule, DeviceAcl, RefusedPublish};
 use crate::devices::Devices;
@@ -51,6 +51,7 @@ mod qos2;
 mod retain;
 mod sessions;
 mod shared_subs;
+mod state_file;
 
 /// The listener's settings, as the rest of Roost knows them.
 #[derive(Debug, Clone)]
@@ -71,7 +72,7 @@ pub struct ListenerConfig {
     /// MQTT over WebSocket.
     pub ws_listen: Option<SocketAddr>,
     pub topic_aliases: u16,
-    pub retain: RetainLimits,
+    pub retain: MqttRetainSettings,
     /// How long a kept session outlives its connection (also the most an MQTT 5 client may ask).
     pub session_expiry: Duration,
     /// Messages queued per session at most.
@@ -185,8 +186,7 @@ impl Broker {
         register.start().await;
         boards.set_publisher(Arc::new(CmdSender { scx: scx.clone() }));
         devices.set_disconnect(Arc::new(Kicker { scx: scx.clone() }));
-        let limits = cfg.retain;
-        let retain = RetainStore::open(&cfg.state_dir, limits, stats).await;
+        let retain = RetainStore::open(&cfg.state_dir, cfg.retain.clone(), stats).await;
         *scx.extends.retain_mut().await = Box::new(retain.clone());
         *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
 

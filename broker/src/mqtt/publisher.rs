@@ -1,7 +1,7 @@
 //! boards: [`CmdSender`] publishes board commands in-process, as the system
 //! (`SessionState::forwards` from a system sender): the only way anything reaches a `cmd` topic.
-//! devices: [`Kicker`] disconnects a revoked (or rotated) device's sessions, with [`kick`],
-//! which also disconnects every client when the broker stops.
+//! devices: [`Kicker`] disconnects a revoked (or rotated) device's sessions, with [`kick`]. (When
+//! the broker stops, `sessions::save` disconnects every client, keeping what it must.)
 
 use async_trait::async_trait;
 use rmqtt::codec::types::{Publish as CodecPublish, QoS};

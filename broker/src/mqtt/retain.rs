@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rmqtt::retain::{DefaultRetainStorage, RetainStorage};
@@ -19,26 +19,25 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Notify};
 use tracing::{info, warn};
 
-use crate::datadir;
+use super::state_file::{self, unix_ms, Versioned, VERSION};
+use crate::config::MqttRetainSettings;
 use crate::ratelimit::RateLimit;
 use crate::stats::Stats;
 
 const FILE: &str = "retained";
-const VERSION: u32 = 1;
 /// Changes are saved at most this often.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
-
-/// `[mqtt.retain]`, as the store needs it.
-#[derive(Debug, Clone, Copy)]
-pub struct RetainLimits {
-    pub max_messages: usize,
-    pub max_bytes: u64,
-}
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
     version: u32,
     messages: Vec<Saved>,
+}
+
+impl Versioned for Snapshot {
+    fn version(&self) -> u32 {
+        self.version
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -75,7 +74,7 @@ struct Inner {
     tree: DefaultRetainStorage,
     /// What the limits count; its lock also serialises changes.
     index: Mutex<Index>,
-    limits: RetainLimits,
+    limits: MqttRetainSettings,
     stats: Arc<Stats>,
     path: PathBuf,
     dirty: AtomicBool,
@@ -85,7 +84,7 @@ struct Inner {
 
 impl RetainStore {
     /// Opens the store in `dir`, loading what the last run saved, and starts saving changes.
-    pub async fn open(dir: &Path, limits: RetainLimits, stats: Arc<Stats>) -> RetainStore {
+    pub async fn open(dir: &Path, limits: MqttRetainSettings, stats: Arc<Stats>) -> RetainStore {
         let store = RetainStore(Arc::new(Inner {
             tree: DefaultRetainStorage::new(),
             index: Mutex::new(Index::default()),
@@ -109,21 +108,7 @@ impl RetainStore {
     }
 
     async fn load(&self) {
-        let path = self.0.path.clone();
-        let read = tokio::task::spawn_blocking(move || std::fs::read(&path)).await;
-        let bytes = match read {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Ok(Err(e)) => {
-                return warn!(path = %self.0.path.display(), error = %e, "cannot read retained messages")
-            }
-            Err(_) => return,
-        };
-        let snapshot = match rmp_serde::from_slice::<Snapshot>(&bytes) {
-            Ok(s) if s.version == VERSION => s,
-            Ok(s) => return self.set_aside(&format!("unknown version {}", s.version)),
-            Err(e) => return self.set_aside(&e.to_string()),
-        };
+        let Some(snapshot) = state_file::read::<Snapshot>(&self.0.path, "retained messages") else { return };
         let now = unix_ms();
         let mut index = self.0.index.lock().await;
         for saved in snapshot.messages {
@@ -142,14 +127,6 @@ impl RetainStore {
         }
         self.count(&index);
         info!(messages = index.sizes.len(), "retained messages loaded");
-    }
-
-    /// Moves an unreadable file aside, so this run starts empty and the file is kept for a look.
-    fn set_aside(&self, why: &str) {
-        let aside = self.0.path.with_extension("unreadable");
-        let moved = std::fs::rename(&self.0.path, &aside);
-        warn!(path = %self.0.path.display(), why, moved_to = %aside.display(), moved = moved.is_ok(),
-            "retained messages could not be read; starting with none");
     }
 
     fn count(&self, index: &Index) {
@@ -185,19 +162,9 @@ impl RetainStore {
                 .collect();
             Snapshot { version: VERSION, messages }
         };
-        let path = self.0.path.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let bytes = rmp_serde::to_vec_named(&snapshot).map_err(std::io::Error::other)?;
-            datadir::write_atomic(&path, &bytes)
-        })
-        .await;
-        if !matches!(written, Ok(Ok(()))) {
+        if let Err(e) = state_file::write(self.0.path.clone(), snapshot).await {
             self.0.dirty.store(true, Relaxed);
-            let error = match written {
-                Ok(Err(e)) => e.to_string(),
-                _ => "the writer stopped".into(),
-            };
-            warn!(path = %self.0.path.display(), error, "cannot save retained messages; will retry");
+            warn!(path = %self.0.path.display(), error = %e, "cannot save retained messages; will retry");
             self.0.changed.notify_one();
         }
     }
@@ -215,10 +182,6 @@ fn own_expiry(retain: &Retain) -> Option<Duration> {
     props.message_expiry_interval.map(|secs| Duration::from_secs(u64::from(secs.get())))
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 #[async_trait]
 impl RetainStorage for RetainStore {
     fn enable(&self) -> bool {
@@ -231,7 +194,7 @@ impl RetainStorage for RetainStore {
         let mut index = self.0.index.lock().await;
         let old = index.sizes.get(&**topic).copied();
         if size > 0 {
-            let limits = self.0.limits;
+            let limits = &self.0.limits;
             let total = index.bytes - old.unwrap_or(0) + size;
             let over = if old.is_none() && index.sizes.len() >= limits.max_messages {
                 Some("mqtt.retain.max_messages")

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rmqtt::context::ServerContext;
 use rmqtt::inflight::OutInflightMessage;
@@ -24,15 +24,20 @@ use rmqtt::types::{
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::datadir;
+use super::state_file::{self, unix_ms, Versioned, VERSION};
 
 const FILE: &str = "sessions";
-const VERSION: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
     version: u32,
     sessions: Vec<Saved>,
+}
+
+impl Versioned for Snapshot {
+    fn version(&self) -> u32 {
+        self.version
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -54,10 +59,6 @@ struct Saved {
 pub struct SaveReport {
     pub sessions: usize,
     pub messages: usize,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The CONNECT without the password (the file must not hold device secrets).
@@ -82,14 +83,14 @@ pub async fn save(scx: &ServerContext, dir: &Path) -> std::io::Result<SaveReport
         let mut locked = entry.try_lock().await.ok()?;
         let offline = locked.kick(kept.is_none(), kept.is_none(), true).await.ok()?;
         drop(entry);
-        let (conn_info, disconnect, expires_at) = kept?;
+        let kept = kept?;
         let OfflineSession::Exist(Some(info)) = offline else { return None };
         Some(Saved {
             id: info.id,
-            conn_info,
+            conn_info: kept.conn_info,
             created_at: info.created_at,
-            disconnect,
-            expires_at,
+            disconnect: kept.disconnect,
+            expires_at: kept.expires_at,
             subscriptions: info.subscriptions,
             queued: info.offline_messages.into_iter().collect(),
             inflight: info.inflight_messages,
@@ -105,14 +106,7 @@ pub async fn save(scx: &ServerContext, dir: &Path) -> std::io::Result<SaveReport
 }
 
 async fn write(dir: &Path, sessions: Vec<Saved>) -> std::io::Result<()> {
-    let path = dir.join(FILE);
-    let snapshot = Snapshot { version: VERSION, sessions };
-    tokio::task::spawn_blocking(move || {
-        let bytes = rmp_serde::to_vec_named(&snapshot).map_err(std::io::Error::other)?;
-        datadir::write_atomic(&path, &bytes)
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    state_file::write(dir.join(FILE), Snapshot { version: VERSION, sessions }).await
 }
 
 /// Writes the kept sessions to `dir` as they are now, without their messages and without
@@ -122,25 +116,25 @@ pub async fn checkpoint(scx: &ServerContext, dir: &Path, last: &mut u64) -> std:
     use std::hash::{Hash, Hasher};
     let now = unix_ms();
     let sessions: Vec<Session> = scx.extends.shared().await.iter().filter_map(|e| e.session()).collect();
-    let mut kept = Vec::new();
+    let mut saved = Vec::new();
     let mut digest = std::collections::hash_map::DefaultHasher::new();
     for session in sessions {
-        let Some((conn_info, disconnect, expires_at)) = keeps(scx, &session, now).await else { continue };
+        let Some(kept) = keeps(scx, &session, now).await else { continue };
         let Ok(subs) = session.subscriptions().await else { continue };
         let mut subscriptions: Subscriptions =
             subs.read().await.iter().map(|(f, o)| (f.clone(), o.clone())).collect();
         subscriptions.sort_by(|a, b| a.0.cmp(&b.0));
-        let connected = session.connected().await.unwrap_or(false);
-        let state = (&*session.id.client_id, connected, if connected { 0 } else { expires_at });
+        let state =
+            (&*session.id.client_id, kept.connected, if kept.connected { 0 } else { kept.expires_at });
         state.hash(&mut digest);
         rmp_serde::to_vec(&subscriptions).unwrap_or_default().hash(&mut digest);
         let created_at = session.created_at().await.unwrap_or_default();
-        kept.push(Saved {
+        saved.push(Saved {
             id: session.id.clone(),
-            conn_info,
+            conn_info: kept.conn_info,
             created_at,
-            disconnect,
-            expires_at,
+            disconnect: kept.disconnect,
+            expires_at: kept.expires_at,
             subscriptions,
             queued: Vec::new(),
             inflight: Vec::new(),
@@ -150,19 +144,25 @@ pub async fn checkpoint(scx: &ServerContext, dir: &Path, last: &mut u64) -> std:
     if digest == *last {
         return Ok(None);
     }
-    let n = kept.len();
-    write(dir, kept).await?;
+    let n = saved.len();
+    write(dir, saved).await?;
     *last = digest;
     Ok(Some(n))
 }
 
-/// Whether `session` outlives its connection, and if so its CONNECT, how it ended and when it
-/// expires.
-async fn keeps(
-    scx: &ServerContext,
-    session: &Session,
-    now: u64,
-) -> Option<(ConnectInfo, DisconnectInfo, u64)> {
+/// What is saved of a session that outlives its connection.
+struct Kept {
+    /// Its CONNECT, without the password.
+    conn_info: ConnectInfo,
+    /// How it ended (now, if it is connected).
+    disconnect: DisconnectInfo,
+    /// Unix milliseconds.
+    expires_at: u64,
+    connected: bool,
+}
+
+/// Whether `session` outlives its connection, and if so what is saved of it.
+async fn keeps(scx: &ServerContext, session: &Session, now: u64) -> Option<Kept> {
     let conn_info = session.connect_info().await.ok()?;
     if let ConnectInfo::V3(_, c) = conn_info.as_ref() {
         if c.clean_session {
@@ -184,7 +184,7 @@ async fn keeps(
     }
     let mut info = DisconnectInfo::new(since as i64);
     info.mqtt_disconnect = disconnect;
-    Some((without_password(&conn_info), info, expires_at))
+    Some(Kept { conn_info: without_password(&conn_info), disconnect: info, expires_at, connected })
 }
 
 /// Rebuilds the sessions the last stop (or checkpoint) saved in `dir`, as offline sessions; the
@@ -192,19 +192,7 @@ async fn keeps(
 /// before the listeners open.
 pub async fn restore(scx: &ServerContext, dir: &Path) -> usize {
     let path = dir.join(FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
-        Err(e) => {
-            warn!(path = %path.display(), error = %e, "cannot read saved sessions; starting without them");
-            return 0;
-        }
-    };
-    let snapshot = match rmp_serde::from_slice::<Snapshot>(&bytes) {
-        Ok(s) if s.version == VERSION => s,
-        Ok(s) => return set_aside(&path, &format!("unknown version {}", s.version)),
-        Err(e) => return set_aside(&path, &e.to_string()),
-    };
+    let Some(snapshot) = state_file::read::<Snapshot>(&path, "saved sessions") else { return 0 };
     let now = unix_ms();
     let mut restored = 0;
     for saved in snapshot.sessions {
@@ -223,14 +211,6 @@ pub async fn restore(scx: &ServerContext, dir: &Path) -> usize {
     }
     info!(sessions = restored, "persistent sessions restored");
     restored
-}
-
-fn set_aside(path: &Path, why: &str) -> usize {
-    let aside = path.with_extension("unreadable");
-    let moved = std::fs::rename(path, &aside);
-    warn!(path = %path.display(), why, moved_to = %aside.display(), moved = moved.is_ok(),
-        "saved sessions could not be read; starting without them");
-    0
 }
 
 async fn rebuild(scx: &ServerContext, saved: Saved, remaining: Duration) -> rmqtt::Result<()> {
